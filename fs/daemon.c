@@ -1,0 +1,344 @@
+/* `replfs mount`: check the inputs, open the store, recover, mount, detach,
+ * serve, and stop cleanly (umount, fusermount3 -u, SIGTERM/SIGINT/SIGHUP).
+ *
+ * Order matters: everything that can fail with a useful message (bad option,
+ * missing store, store in use, busy mountpoint, no /dev/fuse, corrupt
+ * journal) is checked and reported on the terminal before the daemon detaches;
+ * the parent exits 0 only once the mount is usable.
+ */
+#include "fuse_priv.h"
+#include "../recovery/recovery.h"
+#include "../utils/utils.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char mount_usage[] =
+	"usage: replfs mount STORE MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]\n"
+	"  -f            stay in the foreground, log to stderr\n"
+	"  -d            debug logging (implies -f)\n"
+	"  -o checkpoint_mb=N   checkpoint after N MiB of journal (default 64)\n"
+	"  -o checkpoint_s=N    checkpoint at least every N seconds (default 30)\n"
+	"  -o segment_mb=N      journal segment size (default 64)\n"
+	"  -o keep_journal      never delete journal segments\n"
+	"  -o attr_timeout=S,entry_timeout=S   kernel cache lifetimes (default 1.0)\n";
+
+static int parse_u64(const char *v, uint64_t *out)
+{
+	char *end;
+	unsigned long long n;
+
+	if (!v || !*v)
+		return -EINVAL;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || *end || v[0] == '-')
+		return -EINVAL;
+	*out = n;
+	return 0;
+}
+
+/* Options mount(8)/mount.fuse3 pass along that mean nothing more here. */
+static int option_is_generic(const char *k)
+{
+	static const char *const ok[] = { "rw", "dev", "nodev", "suid", "nosuid", "exec",
+					  "noexec", "atime", "noatime", "relatime", "_netdev",
+					  "nofail", "auto", "noauto", "user", "nouser",
+					  "allow_other", "default_permissions", "defaults" };
+	for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
+		if (!strcmp(k, ok[i]))
+			return 1;
+	return 0;
+}
+
+static int parse_mount_options(char *list, struct fs_options *o)
+{
+	char *save = NULL;
+
+	for (char *opt = strtok_r(list, ",", &save); opt; opt = strtok_r(NULL, ",", &save)) {
+		char *v = strchr(opt, '=');
+		uint64_t n;
+
+		if (v)
+			*v++ = '\0';
+		if (!strcmp(opt, "keep_journal") && !v) {
+			o->keep_journal = 1;
+		} else if (!strcmp(opt, "checkpoint_mb") && parse_u64(v, &n) == 0 && n > 0) {
+			o->checkpoint_bytes = n << 20;
+		} else if (!strcmp(opt, "checkpoint_s") && parse_u64(v, &n) == 0 && n > 0 &&
+			   n < 1000000) {
+			o->checkpoint_seconds = (unsigned)n;
+		} else if (!strcmp(opt, "segment_mb") && parse_u64(v, &n) == 0 && n > 0 &&
+			   n <= 4096) {
+			o->segment_bytes = n << 20;
+		} else if ((!strcmp(opt, "attr_timeout") || !strcmp(opt, "entry_timeout")) && v) {
+			char *end;
+			double d = strtod(v, &end);
+			if (*end || d < 0) {
+				log_error("bad value for -o %s: %s", opt, v);
+				return -EINVAL;
+			}
+			*(opt[0] == 'a' ? &o->attr_timeout : &o->entry_timeout) = d;
+		} else if (option_is_generic(opt) && !v) {
+			continue;
+		} else {
+			if (v)
+				log_error("unknown or bad mount option: %s=%s", opt, v);
+			else
+				log_error("unknown mount option: %s", opt);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int check_mountpoint(const char *mnt)
+{
+	char parent[PATH_MAX];
+	struct stat st, pst;
+
+	if (stat(mnt, &st) < 0) {
+		if (errno == ENOTCONN)
+			log_error("mountpoint %s is a dead FUSE mount; run `fusermount3 -u %s` first",
+				  mnt, mnt);
+		else
+			log_error("mountpoint %s: %s", mnt, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("mountpoint %s is not a directory", mnt);
+		return -ENOTDIR;
+	}
+	snprintf(parent, sizeof(parent), "%s/..", mnt);
+	if (stat(parent, &pst) == 0 && (pst.st_dev != st.st_dev || pst.st_ino == st.st_ino)) {
+		log_error("mountpoint %s is busy: something is already mounted there", mnt);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/* libfuse splits -o values at commas; escape them in a path. */
+static void opt_escape(const char *in, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (; *in && o + 2 < size; in++) {
+		if (*in == ',' || *in == '\\')
+			out[o++] = '\\';
+		out[o++] = *in;
+	}
+	out[o] = '\0';
+}
+
+/* Forks; the parent waits until the child reports the mount usable. Returns
+ * in the child only. */
+static int detach(int *ready_fd)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		char c = 1;
+		close(p[1]);
+		if (read(p[0], &c, 1) != 1)
+			c = 1;
+		_exit(c == 0 ? 0 : 1);
+	}
+	close(p[0]);
+	setsid();
+	if (chdir("/") < 0)
+		return -errno;
+	int nul = open("/dev/null", O_RDWR);
+	if (nul >= 0) {
+		dup2(nul, 0);
+		dup2(nul, 1);
+		dup2(nul, 2);
+		if (nul > 2)
+			close(nul);
+	}
+	*ready_fd = p[1];
+	return 0;
+}
+
+int fs_mount_main(int argc, char **argv)
+{
+	struct fs_options o = { .checkpoint_bytes = 64ull << 20, .checkpoint_seconds = 30,
+				.segment_bytes = 64ull << 20, .attr_timeout = 1.0,
+				.entry_timeout = 1.0 };
+	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
+						  { NULL, 0, NULL, 0 } };
+	struct store st;
+	struct journal *j = NULL;
+	struct commit c;
+	struct checkpointer *cp = NULL;
+	struct recovery_report rep;
+	struct fs_ctx fc;
+	struct fuse *f = NULL;
+	struct fuse_loop_config *lc = NULL;
+	char err[1024] = "", fsopt[PATH_MAX * 2 + 256], esc[PATH_MAX * 2];
+	const char *store_path, *mnt;
+	char *mnt_abs = NULL;
+	int opt, rc, ready_fd = -1, commit_ready = 0;
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'f':
+			o.foreground = 1;
+			break;
+		case 'd':
+			o.debug = o.foreground = 1;
+			break;
+		case 'o':
+			if (parse_mount_options(optarg, &o) < 0)
+				return 2;
+			break;
+		case 'h':
+			fputs(mount_usage, stdout);
+			return 0;
+		default:
+			fputs(mount_usage, stderr);
+			return 2;
+		}
+	}
+	if (argc - optind != 2) {
+		log_error("mount needs STORE and MOUNTPOINT (see replfs mount --help)");
+		return 2;
+	}
+	store_path = argv[optind];
+	mnt = argv[optind + 1];
+	log_init("replfs", 0, o.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
+
+	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+		log_error("/dev/fuse is not available (%s): load the fuse module or run where FUSE "
+			  "is allowed", strerror(errno));
+		return 1;
+	}
+	if (check_mountpoint(mnt) < 0)
+		return 1;
+	mnt_abs = realpath(mnt, NULL);
+	if ((rc = store_open(store_path, STORE_OPEN_LOCK | STORE_OPEN_STATE, &st, err,
+			     sizeof(err))) < 0) {
+		log_error("%s", err);
+		free(mnt_abs);
+		return 1;
+	}
+	if ((rc = journal_open(st.journalfd, st.node_id, o.segment_bytes, &j)) < 0) {
+		log_error("cannot open the journal of %s: %s", st.path, strerror(-rc));
+		goto fail;
+	}
+	if ((rc = recovery_run(&st, j, &rep, err, sizeof(err))) < 0) {
+		log_error("%s", err);
+		goto fail;
+	}
+	recovery_report_print(&rep, st.path);
+	if ((rc = journal_start(j, rep.journal_last_lsn + 1, st.epoch)) < 0) {
+		log_error("cannot open the journal for writing: %s", strerror(-rc));
+		goto fail;
+	}
+	struct apply_ctx ac = { .datafd = st.datafd, .stagingfd = st.stagingfd };
+	commit_init(&c, j, &ac, st.state, rep.journal_last_lsn + 1, st.epoch);
+	commit_ready = 1;
+
+	fc = (struct fs_ctx){ .st = &st, .journal = j, .commit = &c, .datafd = st.datafd,
+			      .opts = &o };
+	opt_escape(st.path, esc, sizeof(esc));
+	snprintf(fsopt, sizeof(fsopt),
+		 "allow_other,default_permissions,fsname=%s,subtype=replfs",
+		 esc);
+	char *fargv[] = { "replfs", "-o", fsopt, o.debug ? "-d" : NULL, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(o.debug ? 4 : 3, fargv);
+	f = fuse_new(&args, &fs_operations, sizeof(fs_operations), &fc);
+	if (!f) {
+		log_error("cannot set up FUSE");
+		rc = -EIO;
+		goto fail;
+	}
+	if (fuse_mount(f, mnt_abs ? mnt_abs : mnt) != 0) {
+		log_error("cannot mount on %s (see the message above)", mnt);
+		rc = -EIO;
+		goto fail;
+	}
+	if (!o.foreground) {
+		if ((rc = detach(&ready_fd)) < 0)
+			goto fail_unmount;
+		log_init("replfs", 1, LOG_LVL_INFO);
+	}
+	store_pid_write(&st, getpid());
+	struct checkpoint_opts co = { .every_bytes = o.checkpoint_bytes,
+				      .every_seconds = o.checkpoint_seconds,
+				      .keep_journal = o.keep_journal };
+	if ((rc = checkpointer_start(&st, j, &c, &co, &cp)) < 0) {
+		log_error("cannot start the checkpoint thread: %s", strerror(-rc));
+		goto fail_unmount;
+	}
+	c.on_commit = checkpointer_note;
+	c.on_commit_arg = cp;
+	if (fuse_set_signal_handlers(fuse_get_session(f)) != 0) {
+		rc = -EIO;
+		goto fail_unmount;
+	}
+	log_info("mounted %s on %s (LSN %" PRIu64 ", epoch %" PRIu64 ")", st.path,
+		 mnt_abs ? mnt_abs : mnt, rep.journal_last_lsn, st.epoch);
+	if (ready_fd >= 0) {
+		char ok = 0;
+		if (write(ready_fd, &ok, 1) != 1)
+			log_warn("lost the parent process");
+		close(ready_fd);
+		ready_fd = -1;
+	}
+
+	lc = fuse_loop_cfg_create();
+	fuse_loop_cfg_set_clone_fd(lc, 1);
+	fuse_loop_cfg_set_max_threads(lc, 16);
+	fuse_loop_cfg_set_idle_threads(lc, 8);
+	rc = fuse_loop_mt(f, lc);
+	fuse_loop_cfg_destroy(lc);
+	fuse_remove_signal_handlers(fuse_get_session(f));
+	fuse_unmount(f);
+
+	/* Clean stop: everything applied is on disk and marked as such. */
+	checkpointer_stop(cp);
+	int ck = checkpoint_now(&st, j, &c, o.keep_journal);
+	if (ck == 0)
+		st.state->clean = 1;
+	else
+		log_error("final checkpoint failed (%s); the next mount will replay", strerror(-ck));
+	log_info("unmounted %s (LSN %" PRIu64 ")", mnt_abs ? mnt_abs : mnt,
+		 journal_appended_lsn(j));
+	fuse_destroy(f);
+	store_pid_remove(&st);
+	commit_release(&c);
+	journal_close(j);
+	store_close(&st);
+	free(mnt_abs);
+	return rc == 0 && ck == 0 ? 0 : 1;
+
+fail_unmount:
+	checkpointer_stop(cp);
+	fuse_unmount(f);
+fail:
+	if (f)
+		fuse_destroy(f);
+	if (commit_ready)
+		commit_release(&c);
+	journal_close(j);
+	store_close(&st);
+	free(mnt_abs);
+	if (ready_fd >= 0)
+		close(ready_fd); /* the parent sees EOF and exits 1 */
+	return 1;
+}

@@ -1,0 +1,246 @@
+/* fs: the node's storage engine — journal records, the journal itself, the
+ * apply step shared by master, slave and recovery, the store on disk, the
+ * commit path that ties them together, and the FUSE daemon on top. */
+#ifndef REPLFS_FS_H
+#define REPLFS_FS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ======================================================================
+ * Records (record.c) — one mutating operation each. Wire/disk format is
+ * documented at the top of record.c.
+ * ====================================================================== */
+
+enum rec_op {
+	REC_NOOP = 0,
+	REC_CREATE = 1,     /* path, mode, uid, gid              regular file */
+	REC_MKNOD = 2,      /* path, mode (with type), rdev, uid, gid */
+	REC_MKDIR = 3,      /* path, mode, uid, gid */
+	REC_SYMLINK = 4,    /* path (the link), path2 (target), uid, gid */
+	REC_LINK = 5,       /* path (existing), path2 (new name) */
+	REC_UNLINK = 6,     /* path */
+	REC_RMDIR = 7,      /* path */
+	REC_RENAME = 8,     /* path -> path2, arg = RENAME_* flags */
+	REC_WRITE = 9,      /* path, off, data */
+	REC_TRUNCATE = 10,  /* path, off = new size */
+	REC_FALLOCATE = 11, /* path, arg = mode, off, len */
+	REC_CHMOD = 12,     /* path, mode */
+	REC_CHOWN = 13,     /* path, uid, gid ((uint32_t)-1 = unchanged) */
+	REC_UTIMENS = 14,   /* path, atime, mtime (nsec may be UTIME_OMIT) */
+	REC_SETXATTR = 15,  /* path, name, data = value, arg = XATTR_* flags */
+	REC_REMOVEXATTR = 16, /* path, name */
+	REC_OP_MAX
+};
+
+/* rec.flags */
+#define REC_F_APPEND 0x1 /* WRITE at end of file: commit resolves off before logging */
+
+#define REC_HEAD_FIXED 120u          /* bytes before the strings */
+#define REC_MAX_DATA (16u << 20)     /* largest data payload of one record */
+#define REC_ALIGN 8u
+
+struct rec {
+	uint16_t op, flags;
+	uint64_t lsn, epoch, time_ns;
+	uint32_t mode, uid, gid, arg;
+	uint64_t rdev, off, len;
+	int64_t atime_sec, mtime_sec;
+	uint32_t atime_nsec, mtime_nsec;
+	const char *path;   /* NUL-terminated, relative, "" = root */
+	const char *path2;  /* may be NULL when unused */
+	const char *name;   /* xattr name, may be NULL */
+	const void *data;
+	uint32_t data_len;
+};
+
+const char *rec_op_name(unsigned op);
+/* Length of the encoded record (header + strings + data + padding). */
+size_t rec_size(const struct rec *r);
+/* Encodes everything but the data bytes and the padding into head (which must
+ * hold rec_head_size(r) bytes); the checksum covers data too, so it is taken
+ * from (head, data, padding) with the segment salt. Returns the head length or
+ * a negative errno (-EINVAL for an invalid path, -E2BIG for oversize). */
+size_t rec_head_size(const struct rec *r);
+ssize_t rec_encode(const struct rec *r, uint64_t salt, uint8_t *head, size_t head_cap);
+/* Decodes one record at buf. Returns its total length, -EAGAIN when buf ends
+ * inside the record (a torn tail), -EBADMSG when it fails the validity rule.
+ * String and data pointers in out point into buf. */
+ssize_t rec_decode(const uint8_t *buf, size_t avail, uint64_t salt, struct rec *out);
+/* Prints a one-line human-readable form. */
+int rec_format(const struct rec *r, char *buf, size_t size);
+
+/* ======================================================================
+ * Journal (journal.c) — segment files of records, group commit. Format at
+ * the top of journal.c.
+ * ====================================================================== */
+
+struct journal;
+
+struct journal_pos {
+	char segment[32]; /* file name inside the journal directory */
+	uint64_t offset;
+};
+
+/* Opens the journal directory (creating nothing). Lists and checks segment
+ * headers; records are read by journal_scan. */
+int journal_open(int dirfd, const uint8_t node_id[16], uint64_t segment_bytes,
+		 struct journal **out);
+void journal_close(struct journal *j);
+
+typedef int (*journal_visit_fn)(const struct rec *r, const struct journal_pos *pos, void *arg);
+
+struct journal_scan {
+	uint64_t first_lsn, last_lsn, last_epoch, records;
+	int torn;                    /* a torn tail was found (and cut if asked) */
+	struct journal_pos torn_at;  /* where the valid journal ends */
+	uint64_t torn_bytes;
+	struct journal_pos bad_at;   /* set when journal_scan returns -EBADMSG */
+	char why[160];
+};
+
+#define JOURNAL_SCAN_CUT_TORN 0x1 /* truncate a torn tail in place */
+
+/* Visits, in order, every valid record with lsn >= from_lsn. A bad record that
+ * is not a torn tail stops the scan with -EBADMSG and res->bad_at. A visitor
+ * returning non-zero stops the scan with that value. */
+int journal_scan(struct journal *j, uint64_t from_lsn, int flags, journal_visit_fn fn,
+		 void *arg, struct journal_scan *res);
+/* Prepares appending: the next record gets LSN next_lsn under epoch. Must be
+ * called after the last scan and before the first append. */
+int journal_start(struct journal *j, uint64_t next_lsn, uint64_t epoch);
+/* Appends r (r->lsn must be the next LSN). Never leaves a partial record:
+ * on failure the segment is cut back and -errno returned. Not thread-safe
+ * against itself: callers serialise appends (commit's order lock). */
+int journal_append(struct journal *j, const struct rec *r);
+/* Group commit: returns once every record up to lsn is durable. Concurrent
+ * callers share one fdatasync. A failed sync is sticky (-EIO forever). */
+int journal_sync(struct journal *j, uint64_t lsn);
+uint64_t journal_appended_lsn(const struct journal *j);
+uint64_t journal_durable_lsn(const struct journal *j);
+uint64_t journal_bytes_appended(const struct journal *j);
+/* Deletes whole segments whose every record has lsn < floor_lsn; never the
+ * segment being appended to. Returns the number deleted or -errno. */
+int journal_remove_below(struct journal *j, uint64_t floor_lsn);
+/* Cuts the journal at pos deliberately (after corruption), saving the cut
+ * bytes to save_dirfd/save_name. Later segments are moved aside too. */
+int journal_cut(struct journal *j, const struct journal_pos *pos, int save_dirfd);
+/* Number of segments and first LSN kept (for status/tests). */
+int journal_segment_count(const struct journal *j);
+
+/* ======================================================================
+ * Apply (apply.c) — the one step that changes the cache, shared by the
+ * master, slaves and recovery.
+ * ====================================================================== */
+
+struct apply_ctx {
+	int datafd;    /* the data directory (O_RDONLY|O_DIRECTORY) */
+	int stagingfd; /* STORE/staging: creations are built here, then moved in */
+};
+
+/* Applies r to the cache. hint_fd (or -1) is an open read-write fd of the
+ * record's file, used instead of resolving the path (the master's fast path).
+ * For CREATE, if out_fd is not NULL it receives a read-write fd of the new
+ * file. Returns 0 or the operation's -errno; a failing record leaves the cache
+ * as it was. */
+int apply_record(const struct apply_ctx *ac, const struct rec *r, int hint_fd, int *out_fd);
+/* Whether an error from apply_record is a function of the cache state alone
+ * (so a replay in the same order fails the same way) rather than of the
+ * machine (ENOSPC, EIO...). */
+int apply_error_is_deterministic(int err);
+/* For operations that are not idempotent (RENAME_EXCHANGE, COLLAPSE/INSERT
+ * range), records the pre-state in aux[] before applying, and later tells
+ * whether the operation already happened. Other ops: aux unused, 0 = redo. */
+void apply_capture(const struct apply_ctx *ac, const struct rec *r, uint64_t aux[4]);
+int apply_already_done(const struct apply_ctx *ac, const struct rec *r, const uint64_t aux[4]);
+/* Opens path beneath the data directory without following any symlink. */
+int apply_open_beneath(const struct apply_ctx *ac, const char *path, int flags);
+
+/* ======================================================================
+ * Store (store.c) — a node's directory: identity, data, journal, state.
+ * Layout and file formats at the top of store.c.
+ * ====================================================================== */
+
+#define STORE_FORMAT 1
+
+/* mmap'ed STORE/state: exact progress of the apply step. It survives a
+ * process crash (page cache) but not a reboot; boot_id tells which. */
+struct store_state {
+	char magic[8];
+	uint32_t version;
+	uint32_t clean;         /* 1 after a clean unmount */
+	char boot_id[40];
+	uint64_t applied_lsn;   /* every record <= this is in the cache */
+	uint64_t inflight_lsn;  /* being applied; may be partly in the cache */
+	uint64_t aux[4];        /* apply_capture() of the in-flight record */
+};
+
+struct store {
+	char *path;
+	int dirfd, datafd, journalfd, stagingfd, lockfd;
+	uint8_t node_id[16];
+	uint64_t epoch;
+	struct store_state *state;
+};
+
+struct store_checkpoint {
+	uint64_t lsn;   /* the cache is durable through this LSN */
+	uint64_t epoch;
+};
+
+int store_init(const char *path, char *err, size_t errlen);
+#define STORE_OPEN_LOCK 0x1  /* take the exclusive lock (a mount) */
+#define STORE_OPEN_STATE 0x2 /* map the state file */
+int store_open(const char *path, int flags, struct store *st, char *err, size_t errlen);
+void store_close(struct store *st);
+int store_checkpoint_read(const struct store *st, struct store_checkpoint *ck);
+int store_checkpoint_write(const struct store *st, const struct store_checkpoint *ck);
+int store_pid_write(const struct store *st, pid_t pid);
+void store_pid_remove(const struct store *st);
+
+/* ======================================================================
+ * Commit (commit.c) — the write-ahead rule in one place: LSN, journal
+ * append, apply, progress mark, under one order lock.
+ * ====================================================================== */
+
+struct commit {
+	pthread_mutex_t order_lock;
+	struct journal *journal;     /* appends under order_lock */
+	struct apply_ctx apply;
+	struct store_state *state;   /* written under order_lock */
+	uint64_t next_lsn;           /* order_lock */
+	uint64_t epoch;              /* order_lock */
+	int sticky_err;              /* order_lock; once set every mutation fails */
+	uint64_t space_reserve;      /* bytes kept free on the store's filesystem */
+	int64_t space_est;           /* order_lock: free-space estimate */
+	uint64_t space_checked_ns;   /* order_lock */
+	void (*on_commit)(void *arg, uint64_t lsn, uint64_t bytes); /* after each */
+	void *on_commit_arg;
+};
+
+int commit_init(struct commit *c, struct journal *j, const struct apply_ctx *ac,
+		struct store_state *state, uint64_t next_lsn, uint64_t epoch);
+void commit_release(struct commit *c);
+/* Logs r and applies it. r->lsn == 0: a local operation (LSN, epoch and time
+ * assigned here). Returns the operation's result; -EIO once sticky. */
+int commit_op(struct commit *c, struct rec *r, int hint_fd, int *out_fd);
+uint64_t commit_last_lsn(struct commit *c);
+
+/* ======================================================================
+ * FUSE daemon (fuse_ops.c, daemon.c)
+ * ====================================================================== */
+
+struct fs_options {
+	int foreground, debug;
+	uint64_t checkpoint_bytes;
+	unsigned checkpoint_seconds;
+	uint64_t segment_bytes;
+	int keep_journal;
+	double attr_timeout, entry_timeout;
+};
+
+int fs_mount_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,299 @@
+/* The store: one node's directory.
+ *
+ *   STORE/replfs.store   identity, text, written once by `replfs init`:
+ *                            replfs-store 1
+ *                            node_id <32 hex digits>
+ *                            created <unix seconds>
+ *   STORE/epoch          "<n>\n", the highest epoch this node has taken or
+ *                        followed (written atomically, fsynced)
+ *   STORE/checkpoint     "lsn <n>\nepoch <n>\n": the data directory is durable
+ *                        through this LSN; replay after a reboot starts after it
+ *   STORE/state          4 KiB, mmap'ed (struct store_state): exact progress of
+ *                        the apply step, valid after a process crash only
+ *                        (it carries the boot id)
+ *   STORE/data/          the cache: the tree the mount shows
+ *   STORE/journal/       segment files (journal.c)
+ *   STORE/staging/       new files are built here, then renamed into data/
+ *   STORE/lost+found/    journal bytes cut away deliberately
+ *   STORE/lock           flock()ed by the daemon that has the store mounted
+ *   STORE/pid            the mounted daemon's PID
+ *
+ * The only durable truths are data/ as of the checkpoint and journal/; all
+ * else is rebuilt or advisory.
+ */
+#include "fs.h"
+#include "../utils/utils.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STATE_MAGIC "RPLFSST1"
+#define STATE_SIZE 4096
+
+static const char *const store_dirs[] = { "data", "journal", "staging", "lost+found" };
+
+int store_init(const char *path, char *err, size_t errlen)
+{
+	char meta[256], hex[33];
+	uint8_t id[16];
+	struct stat st;
+	int dirfd, rc;
+
+	if (stat(path, &st) == 0) {
+		if (!S_ISDIR(st.st_mode)) {
+			snprintf(err, errlen, "%s exists and is not a directory", path);
+			return -EEXIST;
+		}
+		dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dirfd < 0) {
+			snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+			return -errno;
+		}
+		if (faccessat(dirfd, "replfs.store", F_OK, 0) == 0) {
+			close(dirfd);
+			snprintf(err, errlen, "%s is already a replfs store; refusing to overwrite it",
+				 path);
+			return -EEXIST;
+		}
+		for (size_t i = 0; i < sizeof(store_dirs) / sizeof(*store_dirs); i++) {
+			if (faccessat(dirfd, store_dirs[i], F_OK, 0) == 0) {
+				close(dirfd);
+				snprintf(err, errlen,
+					 "%s is not empty (it has %s/); choose a new directory", path,
+					 store_dirs[i]);
+				return -EEXIST;
+			}
+		}
+	} else {
+		if (mkdir(path, 0755) < 0) {
+			snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+			return -errno;
+		}
+		dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dirfd < 0) {
+			snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+			return -errno;
+		}
+	}
+	for (size_t i = 0; i < sizeof(store_dirs) / sizeof(*store_dirs); i++) {
+		if (mkdirat(dirfd, store_dirs[i], i == 0 ? 0755 : 0700) < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot create %s/%s: %s", path, store_dirs[i],
+				 strerror(errno));
+			goto out;
+		}
+	}
+	randombytes_buf(id, sizeof(id));
+	sodium_bin2hex(hex, sizeof(hex), id, sizeof(id));
+	snprintf(meta, sizeof(meta), "replfs-store %d\nnode_id %s\ncreated %lld\n", STORE_FORMAT,
+		 hex, (long long)time(NULL));
+	if ((rc = io_write_file_atomic(dirfd, "epoch", "1\n", 2)) < 0 ||
+	    (rc = io_write_file_atomic(dirfd, "checkpoint", "lsn 0\nepoch 1\n", 14)) < 0 ||
+	    /* Identity last: a store is a store only once it is complete. */
+	    (rc = io_write_file_atomic(dirfd, "replfs.store", meta, strlen(meta))) < 0) {
+		snprintf(err, errlen, "cannot write store files in %s: %s", path, strerror(-rc));
+		goto out;
+	}
+	rc = 0;
+out:
+	close(dirfd);
+	return rc;
+}
+
+static int parse_meta(const char *text, uint8_t id[16], int *format)
+{
+	char hex[64];
+	const char *p;
+
+	if (sscanf(text, "replfs-store %d", format) != 1)
+		return -EINVAL;
+	p = strstr(text, "\nnode_id ");
+	if (!p || sscanf(p + 9, "%63s", hex) != 1 || strlen(hex) != 32)
+		return -EINVAL;
+	if (sodium_hex2bin(id, 16, hex, 32, NULL, NULL, NULL) != 0)
+		return -EINVAL;
+	return 0;
+}
+
+static int state_map(struct store *st, char *err, size_t errlen)
+{
+	struct store_state *s;
+	int fd, fresh = 0;
+	struct stat sb;
+
+	fd = openat(st->dirfd, "state", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		snprintf(err, errlen, "cannot open %s/state: %s", st->path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -errno;
+	}
+	if (sb.st_size != STATE_SIZE) {
+		if (ftruncate(fd, STATE_SIZE) < 0) {
+			int rc = -errno;
+			snprintf(err, errlen, "cannot size %s/state: %s", st->path, strerror(errno));
+			close(fd);
+			return rc;
+		}
+		fresh = 1;
+	}
+	s = mmap(NULL, STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (s == MAP_FAILED) {
+		snprintf(err, errlen, "cannot map %s/state: %s", st->path, strerror(errno));
+		return -errno;
+	}
+	if (fresh || memcmp(s->magic, STATE_MAGIC, 8) != 0) {
+		memset(s, 0, sizeof(*s));
+		memcpy(s->magic, STATE_MAGIC, 8);
+		s->version = 1;
+	}
+	st->state = s;
+	return 0;
+}
+
+int store_open(const char *path, int flags, struct store *st, char *err, size_t errlen)
+{
+	char *text = NULL, *ep = NULL;
+	int format = 0, rc;
+	struct stat sb;
+
+	memset(st, 0, sizeof(*st));
+	st->dirfd = st->datafd = st->journalfd = st->stagingfd = st->lockfd = -1;
+	if (stat(path, &sb) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "store %s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		snprintf(err, errlen, "store %s is not a directory", path);
+		return -ENOTDIR;
+	}
+	st->path = realpath(path, NULL);
+	st->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (!st->path || st->dirfd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot open store %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	rc = io_read_file(st->dirfd, "replfs.store", &text, NULL, 4096);
+	if (rc == -ENOENT) {
+		snprintf(err, errlen, "%s is not a replfs store (no replfs.store; create one with "
+			 "`replfs init`)", path);
+		goto fail;
+	}
+	if (rc < 0 || parse_meta(text, st->node_id, &format) < 0) {
+		snprintf(err, errlen, "%s/replfs.store is unreadable or damaged", path);
+		rc = rc < 0 ? rc : -EINVAL;
+		goto fail;
+	}
+	if (format != STORE_FORMAT) {
+		snprintf(err, errlen, "store %s has format %d; this replfs reads format %d", path,
+			 format, STORE_FORMAT);
+		rc = -EPROTO;
+		goto fail;
+	}
+	rc = io_read_file(st->dirfd, "epoch", &ep, NULL, 64);
+	if (rc < 0 || sscanf(ep, "%" SCNu64, &st->epoch) != 1 || st->epoch == 0) {
+		snprintf(err, errlen, "%s/epoch is missing or damaged", path);
+		rc = rc < 0 ? rc : -EINVAL;
+		goto fail;
+	}
+	st->datafd = openat(st->dirfd, "data", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	st->journalfd = openat(st->dirfd, "journal", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	st->stagingfd = openat(st->dirfd, "staging", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (st->datafd < 0 || st->journalfd < 0 || st->stagingfd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "store %s is incomplete (data/, journal/ or staging/: %s)",
+			 path, strerror(errno));
+		goto fail;
+	}
+	if (flags & STORE_OPEN_LOCK) {
+		st->lockfd = openat(st->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (st->lockfd < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot open %s/lock: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {
+			char *pid = NULL;
+			rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+			if (io_read_file(st->dirfd, "pid", &pid, NULL, 64) == 0)
+				pid[strcspn(pid, "\n")] = '\0';
+			snprintf(err, errlen, "store %s is already mounted (daemon pid %s)", path,
+				 pid ? pid : "unknown");
+			free(pid);
+			goto fail;
+		}
+	}
+	if ((flags & STORE_OPEN_STATE) && (rc = state_map(st, err, errlen)) < 0)
+		goto fail;
+	free(text);
+	free(ep);
+	return 0;
+fail:
+	free(text);
+	free(ep);
+	store_close(st);
+	return rc;
+}
+
+void store_close(struct store *st)
+{
+	if (st->state) {
+		msync(st->state, STATE_SIZE, MS_SYNC);
+		munmap(st->state, STATE_SIZE);
+	}
+	int *fds[] = { &st->datafd, &st->journalfd, &st->stagingfd, &st->lockfd, &st->dirfd };
+	for (size_t i = 0; i < sizeof(fds) / sizeof(*fds); i++)
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+	free(st->path);
+	memset(st, 0, sizeof(*st));
+	st->dirfd = st->datafd = st->journalfd = st->stagingfd = st->lockfd = -1;
+}
+
+int store_checkpoint_read(const struct store *st, struct store_checkpoint *ck)
+{
+	char *text = NULL;
+	int rc = io_read_file(st->dirfd, "checkpoint", &text, NULL, 256);
+
+	if (rc < 0)
+		return rc;
+	if (sscanf(text, "lsn %" SCNu64 "\nepoch %" SCNu64, &ck->lsn, &ck->epoch) != 2)
+		rc = -EINVAL;
+	free(text);
+	return rc;
+}
+
+int store_checkpoint_write(const struct store *st, const struct store_checkpoint *ck)
+{
+	char buf[128];
+	int n = snprintf(buf, sizeof(buf), "lsn %" PRIu64 "\nepoch %" PRIu64 "\n", ck->lsn,
+			 ck->epoch);
+
+	return io_write_file_atomic(st->dirfd, "checkpoint", buf, (size_t)n);
+}
+
+int store_pid_write(const struct store *st, pid_t pid)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+
+	return io_write_file_atomic(st->dirfd, "pid", buf, (size_t)n);
+}
+
+void store_pid_remove(const struct store *st)
+{
+	unlinkat(st->dirfd, "pid", 0);
+}

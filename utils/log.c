@@ -1,0 +1,36 @@
+/* Logging: stderr with a "replfs: " prefix for tools and foreground daemons,
+ * syslog for a detached daemon. Levels are filtered here, once. */
+#include "utils.h"
+
+#include <stdio.h>
+#include <syslog.h>
+
+static const char *log_ident = "replfs";
+static int log_use_syslog;
+static enum log_level log_max = LOG_LVL_INFO;
+
+void log_init(const char *ident, int use_syslog, enum log_level max_level)
+{
+	log_ident = ident;
+	log_use_syslog = use_syslog;
+	log_max = max_level;
+	if (use_syslog)
+		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+void log_msg(enum log_level lvl, const char *fmt, ...)
+{
+	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+	char line[2048];
+	va_list ap;
+
+	if (lvl > log_max)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (log_use_syslog)
+		syslog(prio[lvl], "%s", line);
+	else
+		fprintf(stderr, "%s: %s\n", log_ident, line);
+}

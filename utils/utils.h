@@ -1,0 +1,64 @@
+/* utils: small helpers shared by every module — logging, checked I/O, relative
+ * path validation, time, hashing. Nothing domain-specific lives here. */
+#ifndef REPLFS_UTILS_H
+#define REPLFS_UTILS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- logging ------------------------------------------------------------ */
+
+enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Where log lines go: stderr (foreground, tools) or syslog (daemon). */
+void log_init(const char *ident, int use_syslog, enum log_level max_level);
+void log_msg(enum log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+#define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+/* ---- checked I/O: each returns 0 or -errno; short transfers are retried --- */
+
+int io_write_all(int fd, const void *buf, size_t len);
+int io_pwrite_all(int fd, const void *buf, size_t len, off_t off);
+/* Reads exactly len bytes; -EIO on a short read (premature EOF). */
+int io_pread_all(int fd, void *buf, size_t len, off_t off);
+/* Writes a small file atomically: tmp + fsync + rename + fsync(dir). */
+int io_write_file_atomic(int dirfd, const char *name, const void *buf, size_t len);
+/* Reads a whole small file (< max bytes) into a NUL-terminated malloc'd buffer. */
+int io_read_file(int dirfd, const char *name, char **out, size_t *out_len, size_t max);
+
+/* ---- relative paths inside a data directory ---------------------------- */
+
+/* A valid record path is relative ("a/b/c"), or "" for the root, has no empty,
+ * "." or ".." component, no NUL and at most PATH_MAX-1 bytes. Returns 0 or
+ * -EINVAL / -ENAMETOOLONG. Every node checks this before touching its cache. */
+int path_check(const char *path, size_t len);
+/* Splits "a/b/c" into parent "a/b" and name "c" (parent "" at the top). The
+ * parent is copied into buf (size >= len+1). Returns a pointer to the name
+ * inside path. */
+const char *path_split(const char *path, char *parent_buf, size_t bufsize);
+/* FUSE hands out "/a/b"; records carry "a/b". */
+static inline const char *path_rel(const char *fuse_path)
+{
+	while (*fuse_path == '/')
+		fuse_path++;
+	return fuse_path;
+}
+
+/* ---- misc ----------------------------------------------------------------- */
+
+uint64_t time_now_ns(void);      /* CLOCK_REALTIME */
+uint64_t time_mono_ns(void);     /* CLOCK_MONOTONIC */
+/* 64-bit checksum of buf seeded with seed (XXH3). */
+uint64_t hash64(const void *buf, size_t len, uint64_t seed);
+/* Reads /proc/sys/kernel/random/boot_id into out (37 bytes incl. NUL). */
+int boot_id_read(char out[37]);
+/* Human-readable byte count into buf ("1.5 MiB"). */
+const char *fmt_bytes(uint64_t n, char *buf, size_t size);
+
+#endif
