@@ -262,6 +262,7 @@ int fs_mount_main(int argc, char **argv)
 	char *fargv[] = { "replfs", "-o", fsopt, o.debug ? "-d" : NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(o.debug ? 4 : 3, fargv);
 	f = fuse_new(&args, &fs_operations, sizeof(fs_operations), &fc);
+	fuse_opt_free_args(&args);
 	if (!f) {
 		log_error("cannot set up FUSE");
 		rc = -EIO;

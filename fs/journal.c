@@ -175,14 +175,15 @@ int journal_open(int dirfd, const uint8_t node_id[16], uint64_t segment_bytes,
 		s.first_lsn = strtoull(de->d_name, &end, 16);
 		if (end != de->d_name + 16)
 			continue;
-		snprintf(s.name, sizeof(s.name), "%s", de->d_name);
+		memcpy(s.name, de->d_name, n + 1); /* n is 20, checked above */
 		if ((rc = seg_push(j, &s)) < 0)
 			break;
 	}
 	closedir(d);
 	if (rc < 0)
 		goto fail;
-	qsort(j->segs, (size_t)j->nsegs, sizeof(*j->segs), seg_cmp);
+	if (j->nsegs)
+		qsort(j->segs, (size_t)j->nsegs, sizeof(*j->segs), seg_cmp);
 	*out = j;
 	return 0;
 fail:
