@@ -24,6 +24,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #define SPACE_RECHECK_NS (100ull * 1000 * 1000)
 #define SPACE_SLACK (8ull << 20)
@@ -45,7 +47,48 @@ int commit_init(struct commit *c, struct journal *j, const struct apply_ctx *ac,
 
 void commit_release(struct commit *c)
 {
+	for (int i = 0; i < c->ndirty; i++)
+		close(c->dirty_fds[i]);
 	pthread_mutex_destroy(&c->order_lock);
+}
+
+/* Called under order_lock after a record changed the cache. */
+static void dirty_note(struct commit *c, const struct rec *r, int hint_fd)
+{
+	struct stat st;
+	int fd;
+
+	if (c->need_syncfs)
+		return;
+	if (hint_fd < 0 || (r->op != REC_WRITE && r->op != REC_TRUNCATE && r->op != REC_FALLOCATE) ||
+	    fstat(hint_fd, &st) < 0) {
+		c->need_syncfs = 1;
+		return;
+	}
+	for (int i = 0; i < c->ndirty; i++)
+		if (c->dirty_inos[i] == st.st_ino)
+			return;
+	if (c->ndirty == COMMIT_DIRTY_MAX || (fd = fcntl(hint_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		c->need_syncfs = 1;
+		return;
+	}
+	c->dirty_fds[c->ndirty] = fd;
+	c->dirty_inos[c->ndirty++] = st.st_ino;
+}
+
+int commit_take_dirty(struct commit *c, int *fds, int *need_syncfs, uint64_t *applied_lsn)
+{
+	int n;
+
+	pthread_mutex_lock(&c->order_lock);
+	n = c->ndirty;
+	memcpy(fds, c->dirty_fds, (size_t)n * sizeof(int));
+	*need_syncfs = c->need_syncfs;
+	*applied_lsn = c->state->applied_lsn;
+	c->ndirty = 0;
+	c->need_syncfs = 0;
+	pthread_mutex_unlock(&c->order_lock);
+	return n;
 }
 
 uint64_t commit_last_lsn(struct commit *c)
@@ -141,6 +184,8 @@ int commit_op(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
 		c->sticky_err = -EIO;
 		goto out;
 	}
+	if (rc == 0)
+		dirty_note(c, r, hint_fd);
 	s->applied_lsn = r->lsn;
 	s->inflight_lsn = 0;
 	s->clean = 0;

@@ -278,7 +278,7 @@ int fs_mount_main(int argc, char **argv)
 			goto fail_unmount;
 		log_init("replfs", 1, LOG_LVL_INFO);
 	}
-	store_pid_write(&st, getpid());
+	store_pid_write(&st, getpid(), mnt_abs ? mnt_abs : mnt);
 	struct checkpoint_opts co = { .every_bytes = o.checkpoint_bytes,
 				      .every_seconds = o.checkpoint_seconds,
 				      .keep_journal = o.keep_journal };

@@ -197,13 +197,16 @@ int store_open(const char *path, int flags, struct store *st, char *err, size_t 
 void store_close(struct store *st);
 int store_checkpoint_read(const struct store *st, struct store_checkpoint *ck);
 int store_checkpoint_write(const struct store *st, const struct store_checkpoint *ck);
-int store_pid_write(const struct store *st, pid_t pid);
+/* STORE/pid and STORE/mountpoint while mounted. */
+int store_pid_write(const struct store *st, pid_t pid, const char *mnt);
 void store_pid_remove(const struct store *st);
 
 /* ======================================================================
  * Commit (commit.c) — the write-ahead rule in one place: LSN, journal
  * append, apply, progress mark, under one order lock.
  * ====================================================================== */
+
+#define COMMIT_DIRTY_MAX 64
 
 struct commit {
 	pthread_mutex_t order_lock;
@@ -218,7 +221,19 @@ struct commit {
 	uint64_t space_checked_ns;   /* order_lock */
 	void (*on_commit)(void *arg, uint64_t lsn, uint64_t bytes); /* after each */
 	void *on_commit_arg;
+	/* What the next checkpoint must make durable (order_lock): while only
+	 * file contents changed through open files, fsyncing those files is
+	 * enough and the journal they were logged in need never reach the disk;
+	 * anything else sets need_syncfs. */
+	int dirty_fds[COMMIT_DIRTY_MAX];
+	uint64_t dirty_inos[COMMIT_DIRTY_MAX];
+	int ndirty;
+	int need_syncfs;
 };
+
+/* Hands over (and resets) what changed since the last call: the fds the
+ * caller must fsync and close, or *need_syncfs. Takes order_lock. */
+int commit_take_dirty(struct commit *c, int *fds, int *need_syncfs, uint64_t *applied_lsn);
 
 int commit_init(struct commit *c, struct journal *j, const struct apply_ctx *ac,
 		struct store_state *state, uint64_t next_lsn, uint64_t epoch);

@@ -72,12 +72,13 @@ struct journal {
 	struct segment *segs;
 	int nsegs, segs_cap;
 	int *pending_fds;          /* older segments written but not yet synced */
+	uint64_t *pending_lsns;    /* first LSN of each of them */
 	int npending, pending_cap;
 	int dir_dirty;
 
 	/* Append side: owned by the single appender (commit's order lock). */
 	int cur_fd;
-	uint64_t cur_off, cur_salt, cur_epoch;
+	uint64_t cur_off, cur_salt, cur_epoch, cur_first_lsn;
 	uint64_t next_lsn;
 	uint8_t *head_buf;
 	size_t head_cap;
@@ -200,6 +201,7 @@ void journal_close(struct journal *j)
 	if (j->cur_fd >= 0)
 		close(j->cur_fd);
 	free(j->pending_fds);
+	free(j->pending_lsns);
 	free(j->segs);
 	free(j->head_buf);
 	pthread_mutex_destroy(&j->seg_lock);
@@ -405,21 +407,27 @@ static int seg_create(struct journal *j, uint64_t first_lsn)
 		if (j->npending == j->pending_cap) {
 			int cap = j->pending_cap ? j->pending_cap * 2 : 8;
 			int *n = realloc(j->pending_fds, (size_t)cap * sizeof(int));
-			if (!n) {
-				rc = -ENOMEM;
-			} else {
+			uint64_t *l = n ? realloc(j->pending_lsns, (size_t)cap * sizeof(uint64_t)) : NULL;
+			if (n)
 				j->pending_fds = n;
+			if (l)
+				j->pending_lsns = l;
+			if (!n || !l)
+				rc = -ENOMEM;
+			else
 				j->pending_cap = cap;
-			}
 		}
-		if (rc == 0)
+		if (rc == 0) {
+			j->pending_lsns[j->npending] = j->cur_first_lsn;
 			j->pending_fds[j->npending++] = j->cur_fd;
+		}
 	}
 	if (rc == 0) {
 		j->dir_dirty = 1;
 		j->cur_fd = fd;
 		j->cur_off = SEG_HDR_SIZE;
 		j->cur_salt = s.salt;
+		j->cur_first_lsn = first_lsn;
 	}
 	pthread_mutex_unlock(&j->seg_lock);
 	if (rc < 0) {
@@ -432,33 +440,30 @@ static int seg_create(struct journal *j, uint64_t first_lsn)
 int journal_start(struct journal *j, uint64_t next_lsn, uint64_t epoch)
 {
 	struct segment *s;
-	struct stat st;
 	int fd;
 
 	j->next_lsn = next_lsn;
 	j->cur_epoch = epoch;
 	atomic_store(&j->appended_lsn, next_lsn - 1);
 	atomic_store(&j->durable_lsn, next_lsn - 1);
-	if (j->nsegs == 0)
+	/* Each mount appends to a segment of its own, named by its first LSN, so
+	 * the file names always tell where a record is, even when the journal
+	 * ended before the checkpoint (the cache was durable, the tail was not). */
+	s = j->nsegs ? &j->segs[j->nsegs - 1] : NULL;
+	if (!s || s->first_lsn != next_lsn)
 		return seg_create(j, next_lsn);
-	s = &j->segs[j->nsegs - 1];
 	fd = openat(j->dirfd, s->name, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0) {
-		int rc = -errno;
-		close(fd);
-		return rc;
-	}
-	if ((uint64_t)st.st_size < SEG_HDR_SIZE) {
+	off_t end = lseek(fd, 0, SEEK_END);
+	if (end < (off_t)SEG_HDR_SIZE) {
 		close(fd);
 		return -EBADMSG;
 	}
 	j->cur_fd = fd;
-	j->cur_off = (uint64_t)st.st_size;
+	j->cur_off = (uint64_t)end;
 	j->cur_salt = s->salt;
-	if (j->cur_off >= j->segment_bytes)
-		return seg_create(j, next_lsn);
+	j->cur_first_lsn = s->first_lsn;
 	return 0;
 }
 
@@ -560,7 +565,9 @@ int journal_sync(struct journal *j, uint64_t lsn)
 		if (j->npending) {
 			old = j->pending_fds;
 			nold = j->npending;
+			free(j->pending_lsns);
 			j->pending_fds = NULL;
+			j->pending_lsns = NULL;
 			j->npending = j->pending_cap = 0;
 		}
 		dir_dirty = j->dir_dirty;
@@ -633,6 +640,16 @@ int journal_remove_below(struct journal *j, uint64_t floor_lsn)
 	while (j->nsegs > 1 && j->segs[1].first_lsn <= floor_lsn) {
 		if (unlinkat(j->dirfd, j->segs[0].name, 0) < 0 && errno != ENOENT) {
 			rc = -errno;
+			break;
+		}
+		/* Its unsynced pages need never be written now. */
+		for (int p = 0; p < j->npending; p++) {
+			if (j->pending_lsns[p] != j->segs[0].first_lsn)
+				continue;
+			close(j->pending_fds[p]);
+			j->npending--;
+			j->pending_fds[p] = j->pending_fds[j->npending];
+			j->pending_lsns[p] = j->pending_lsns[j->npending];
 			break;
 		}
 		memmove(j->segs, j->segs + 1, (size_t)(j->nsegs - 1) * sizeof(*j->segs));

@@ -17,6 +17,8 @@
  *   STORE/lost+found/    journal bytes cut away deliberately
  *   STORE/lock           flock()ed by the daemon that has the store mounted
  *   STORE/pid            the mounted daemon's PID
+ *   STORE/mountpoint     where it is mounted (a second mount waits for a
+ *                        daemon whose mount is gone: it is finishing up)
  *
  * The only durable truths are data/ as of the checkpoint and journal/; all
  * else is rebuilt or advisory.
@@ -162,6 +164,58 @@ static int state_map(struct store *st, char *err, size_t errlen)
 	return 0;
 }
 
+/* Is mnt a mount point right now (a line of /proc/self/mountinfo)? */
+static int is_mounted(const char *mnt)
+{
+	char line[8192], a[4096];
+	int found = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return 1;
+	while (!found && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", a) == 1 && !strcmp(a, mnt))
+			found = 1;
+	fclose(f);
+	return found;
+}
+
+/* The store lock. A daemon whose mount is already gone is finishing its
+ * last checkpoint: wait for it (umount then mount right away must work).
+ * A daemon still mounted is a real conflict: refuse at once. */
+static int lock_wait(struct store *st, char *err, size_t errlen)
+{
+	for (int waited_ms = 0;; waited_ms += 50) {
+		char *text = NULL, mnt[4096] = "";
+		int pid = 0;
+
+		if (flock(st->lockfd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK) {
+			snprintf(err, errlen, "cannot lock %s: %s", st->path, strerror(errno));
+			return -errno;
+		}
+		if (io_read_file(st->dirfd, "pid", &text, NULL, 64) == 0) {
+			sscanf(text, "%d", &pid);
+			free(text);
+		}
+		if (io_read_file(st->dirfd, "mountpoint", &text, NULL, 8192) == 0) {
+			sscanf(text, "%4095[^\n]", mnt);
+			free(text);
+		}
+		if ((mnt[0] && is_mounted(mnt)) || waited_ms >= 60000) {
+			if (mnt[0])
+				snprintf(err, errlen, "store %s is already mounted on %s (daemon pid %d)",
+					 st->path, mnt, pid);
+			else
+				snprintf(err, errlen, "store %s is in use by another replfs process",
+					 st->path);
+			return -EBUSY;
+		}
+		usleep(50 * 1000);
+	}
+}
+
 int store_open(const char *path, int flags, struct store *st, char *err, size_t errlen)
 {
 	char *text = NULL, *ep = NULL;
@@ -225,16 +279,8 @@ int store_open(const char *path, int flags, struct store *st, char *err, size_t 
 			snprintf(err, errlen, "cannot open %s/lock: %s", path, strerror(errno));
 			goto fail;
 		}
-		if (flock(st->lockfd, LOCK_EX | LOCK_NB) < 0) {
-			char *pid = NULL;
-			rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
-			if (io_read_file(st->dirfd, "pid", &pid, NULL, 64) == 0)
-				pid[strcspn(pid, "\n")] = '\0';
-			snprintf(err, errlen, "store %s is already mounted (daemon pid %s)", path,
-				 pid ? pid : "unknown");
-			free(pid);
+		if ((rc = lock_wait(st, err, errlen)) < 0)
 			goto fail;
-		}
 	}
 	if ((flags & STORE_OPEN_STATE) && (rc = state_map(st, err, errlen)) < 0)
 		goto fail;
@@ -285,15 +331,19 @@ int store_checkpoint_write(const struct store *st, const struct store_checkpoint
 	return io_write_file_atomic(st->dirfd, "checkpoint", buf, (size_t)n);
 }
 
-int store_pid_write(const struct store *st, pid_t pid)
+int store_pid_write(const struct store *st, pid_t pid, const char *mnt)
 {
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+	char buf[4200];
+	int n = snprintf(buf, sizeof(buf), "%s\n", mnt), rc;
 
+	if ((rc = io_write_file_atomic(st->dirfd, "mountpoint", buf, (size_t)n)) < 0)
+		return rc;
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
 	return io_write_file_atomic(st->dirfd, "pid", buf, (size_t)n);
 }
 
 void store_pid_remove(const struct store *st)
 {
 	unlinkat(st->dirfd, "pid", 0);
+	unlinkat(st->dirfd, "mountpoint", 0);
 }

@@ -31,16 +31,24 @@ int checkpoint_now(struct store *st, struct journal *j, struct commit *c, int ke
 	struct retention_inputs ri = { 0 };
 	int rc;
 
-	pthread_mutex_lock(&c->order_lock);
-	ck.lsn = c->state->applied_lsn;
-	ck.epoch = c->epoch;
-	pthread_mutex_unlock(&c->order_lock);
+	int fds[COMMIT_DIRTY_MAX], nfds, need_syncfs;
 
-	/* One syncfs covers data/ and journal/ (same filesystem, same store). */
-	if (syncfs(st->datafd) < 0)
-		return -errno;
-	if ((rc = journal_sync(j, ck.lsn)) < 0)
+	nfds = commit_take_dirty(c, fds, &need_syncfs, &ck.lsn);
+	ck.epoch = c->epoch;
+	/* Only contents of a few files changed: syncing those files makes the
+	 * cache durable through ck.lsn, and the journal segments that held the
+	 * data can go before the kernel ever writes them. Anything else (names,
+	 * attributes, many files): one syncfs of the whole store. */
+	rc = 0;
+	for (int i = 0; i < nfds; i++) {
+		if (!need_syncfs && rc == 0 && fsync(fds[i]) < 0)
+			rc = -errno;
+		close(fds[i]);
+	}
+	if (rc < 0)
 		return rc;
+	if (need_syncfs && syncfs(st->datafd) < 0)
+		return -errno;
 	if ((rc = store_checkpoint_write(st, &ck)) < 0)
 		return rc;
 	ri.checkpoint_lsn = ck.lsn;
