@@ -92,11 +92,6 @@ static int apply_new_object(const struct apply_ctx *ac, const struct rec *r, int
 	pfd = get_parent(ac, r->path, parent, &name);
 	if (pfd < 0)
 		return pfd;
-	/* Fail early, as the kernel would, without building anything. */
-	if (faccessat(pfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-		rc = -EEXIST;
-		goto out;
-	}
 	snprintf(tmp, sizeof(tmp), "n%" PRIu64, r->lsn);
 	unlinkat(ac->stagingfd, tmp, 0); /* leftover of an interrupted attempt */
 	unlinkat(ac->stagingfd, tmp, AT_REMOVEDIR);
@@ -109,8 +104,9 @@ static int apply_new_object(const struct apply_ctx *ac, const struct rec *r, int
 			rc = -errno;
 			goto out;
 		}
-		if (fchown(fd, r->uid, r->gid) < 0 || fchmod(fd, r->mode & 07777) < 0 ||
-		    futimens(fd, ts) < 0)
+		/* chown clears set-id bits, so they are put back afterwards. */
+		if (fchown(fd, r->uid, r->gid) < 0 ||
+		    ((r->mode & 06000) && fchmod(fd, r->mode & 07777) < 0) || futimens(fd, ts) < 0)
 			rc = -errno;
 		break;
 	case REC_MKDIR:

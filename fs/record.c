@@ -96,6 +96,9 @@ static uint64_t rec_checksum(const uint8_t *head, size_t head_len, const void *d
 {
 	XXH3_state_t st;
 
+	/* A state on the stack must be initialised before a seeded reset, or
+	 * xxhash may reuse a stale secret left there (xxhash.h, XXH3_INITSTATE). */
+	XXH3_INITSTATE(&st);
 	XXH3_64bits_reset_withSeed(&st, salt);
 	XXH3_64bits_update(&st, head + 8, head_len - 8);
 	if (data_len)
