@@ -26,6 +26,7 @@
 #include <linux/falloc.h>
 #include <linux/openat2.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -361,6 +362,78 @@ int apply_record(const struct apply_ctx *ac, const struct rec *r, int hint_fd, i
 		return apply_attr(ac, r);
 	default:
 		return -EINVAL;
+	}
+}
+
+void apply_fdcache_init(struct apply_fdcache *fc)
+{
+	memset(fc, 0, sizeof(*fc));
+	for (int i = 0; i < APPLY_FDCACHE_SLOTS; i++)
+		fc->fd[i] = -1;
+}
+
+void apply_fdcache_clear(struct apply_fdcache *fc)
+{
+	for (int i = 0; i < APPLY_FDCACHE_SLOTS; i++) {
+		if (fc->fd[i] >= 0)
+			close(fc->fd[i]);
+		free(fc->path[i]);
+		fc->fd[i] = -1;
+		fc->path[i] = NULL;
+	}
+}
+
+static int fdcache_get(const struct apply_ctx *ac, struct apply_fdcache *fc, const char *path)
+{
+	unsigned slot = (unsigned)(hash64(path, strlen(path), 0) % APPLY_FDCACHE_SLOTS);
+	struct stat st;
+	int fd;
+
+	if (fc->fd[slot] >= 0 && !strcmp(fc->path[slot], path))
+		return fc->fd[slot];
+	fd = apply_open_beneath(ac, path, O_WRONLY | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	if (fc->fd[slot] >= 0)
+		close(fc->fd[slot]);
+	free(fc->path[slot]);
+	fc->path[slot] = strdup(path);
+	if (!fc->path[slot]) {
+		close(fd);
+		fc->fd[slot] = -1;
+		return -ENOMEM;
+	}
+	fc->fd[slot] = fd;
+	return fd;
+}
+
+int apply_record_cached(const struct apply_ctx *ac, struct apply_fdcache *fc,
+			const struct rec *r)
+{
+	int fd;
+
+	switch (r->op) {
+	case REC_WRITE:
+	case REC_TRUNCATE:
+	case REC_FALLOCATE:
+		fd = fdcache_get(ac, fc, r->path);
+		if (fd < 0)
+			return fd;
+		return apply_record(ac, r, fd, NULL);
+	case REC_CHMOD:
+	case REC_CHOWN:
+	case REC_UTIMENS:
+	case REC_SETXATTR:
+	case REC_REMOVEXATTR:
+	case REC_NOOP:
+		return apply_record(ac, r, -1, NULL);
+	default:
+		apply_fdcache_clear(fc);
+		return apply_record(ac, r, -1, NULL);
 	}
 }
 

@@ -29,6 +29,7 @@ static const char mount_usage[] =
 	"  -o checkpoint_s=N    checkpoint at least every N seconds (default 30)\n"
 	"  -o segment_mb=N      journal segment size (default 64)\n"
 	"  -o keep_journal      never delete journal segments\n"
+	"  -o replay=checkpoint replay everything after the checkpoint, as after a restart\n"
 	"  -o attr_timeout=S,entry_timeout=S   kernel cache lifetimes (default 1.0)\n";
 
 static int parse_u64(const char *v, uint64_t *out)
@@ -87,6 +88,8 @@ static int parse_mount_options(char *list, struct fs_options *o)
 				return -EINVAL;
 			}
 			*(opt[0] == 'a' ? &o->attr_timeout : &o->entry_timeout) = d;
+		} else if (!strcmp(opt, "replay") && v && !strcmp(v, "checkpoint")) {
+			o->replay_full = 1;
 		} else if (option_is_generic(opt) && !v) {
 			continue;
 		} else {
@@ -240,7 +243,8 @@ int fs_mount_main(int argc, char **argv)
 		log_error("cannot open the journal of %s: %s", st.path, strerror(-rc));
 		goto fail;
 	}
-	if ((rc = recovery_run(&st, j, &rep, err, sizeof(err))) < 0) {
+	if ((rc = recovery_run(&st, j, o.replay_full ? RECOVERY_FULL : 0, &rep, err,
+			       sizeof(err))) < 0) {
 		log_error("%s", err);
 		goto fail;
 	}

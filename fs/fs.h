@@ -155,6 +155,19 @@ int apply_error_is_deterministic(int err);
  * whether the operation already happened. Other ops: aux unused, 0 = redo. */
 void apply_capture(const struct apply_ctx *ac, const struct rec *r, uint64_t aux[4]);
 int apply_already_done(const struct apply_ctx *ac, const struct rec *r, const uint64_t aux[4]);
+/* A few open files for streams of records without file handles (replay,
+ * slaves): consecutive writes to one file resolve its path once. Any record
+ * that changes names empties it, so a cached path always names the same file. */
+#define APPLY_FDCACHE_SLOTS 256 /* direct-mapped by path hash */
+struct apply_fdcache {
+	int fd[APPLY_FDCACHE_SLOTS];
+	char *path[APPLY_FDCACHE_SLOTS];
+};
+void apply_fdcache_init(struct apply_fdcache *fc);
+void apply_fdcache_clear(struct apply_fdcache *fc);
+/* apply_record() through the cache. */
+int apply_record_cached(const struct apply_ctx *ac, struct apply_fdcache *fc,
+			const struct rec *r);
 /* Opens path beneath the data directory without following any symlink. */
 int apply_open_beneath(const struct apply_ctx *ac, const char *path, int flags);
 
@@ -253,6 +266,7 @@ struct fs_options {
 	unsigned checkpoint_seconds;
 	uint64_t segment_bytes;
 	int keep_journal;
+	int replay_full;
 	double attr_timeout, entry_timeout;
 };
 

@@ -39,6 +39,7 @@
 struct replay_ctx {
 	struct store *st;
 	struct apply_ctx ac;
+	struct apply_fdcache fdc;
 	struct recovery_report *rep;
 	uint64_t start, orig_inflight;
 	uint64_t orig_aux[4];
@@ -62,7 +63,7 @@ static int replay_one(const struct rec *r, const struct journal_pos *pos, void *
 	}
 	apply_capture(&x->ac, r, s->aux);
 	s->inflight_lsn = r->lsn;
-	rc = apply_record(&x->ac, r, -1, NULL);
+	rc = apply_record_cached(&x->ac, &x->fdc, r);
 	if (rc < 0 && !apply_error_is_deterministic(rc)) {
 		snprintf(x->err, x->errlen, "replay of LSN %" PRIu64 " (%s %s, %s offset %" PRIu64
 			 ") failed: %s", r->lsn, rec_op_name(r->op), *r->path ? r->path : "/",
@@ -104,8 +105,8 @@ static void staging_clear(int stagingfd)
 	closedir(d);
 }
 
-int recovery_run(struct store *st, struct journal *j, struct recovery_report *rep, char *err,
-		 size_t errlen)
+int recovery_run(struct store *st, struct journal *j, int flags, struct recovery_report *rep,
+		 char *err, size_t errlen)
 {
 	struct store_state *s = st->state;
 	struct store_checkpoint ck;
@@ -160,7 +161,8 @@ int recovery_run(struct store *st, struct journal *j, struct recovery_report *re
 	x.err = err;
 	x.errlen = errlen;
 	boot_id_read(boot);
-	if (boot[0] && strcmp(boot, s->boot_id) == 0 && s->applied_lsn >= ck.lsn &&
+	if (!(flags & RECOVERY_FULL) && boot[0] && strcmp(boot, s->boot_id) == 0 &&
+	    s->applied_lsn >= ck.lsn &&
 	    s->applied_lsn <= rep->journal_last_lsn) {
 		x.exact = 1;
 		x.start = s->applied_lsn + 1;
@@ -170,14 +172,17 @@ int recovery_run(struct store *st, struct journal *j, struct recovery_report *re
 									   : RECOVERY_PROCESS;
 	} else {
 		x.start = ck.lsn + 1;
-		rep->mode = ((s->clean || !s->boot_id[0]) && x.start > rep->journal_last_lsn)
+		rep->mode = ((s->clean || !s->boot_id[0] || (flags & RECOVERY_FULL)) &&
+			     x.start > rep->journal_last_lsn)
 				    ? RECOVERY_CLEAN
 				    : RECOVERY_REBOOT;
 	}
 
 	staging_clear(st->stagingfd);
 	if (x.start <= rep->journal_last_lsn) {
+		apply_fdcache_init(&x.fdc);
 		rc = journal_scan(j, x.start, 0, replay_one, &x, &scan);
+		apply_fdcache_clear(&x.fdc);
 		if (rc < 0) {
 			if (!err[0])
 				snprintf(err, errlen, "replay failed: %s", strerror(-rc));
@@ -212,8 +217,8 @@ void recovery_report_print(const struct recovery_report *rep, const char *store_
 		return;
 	fprintf(stderr,
 		"replfs: recovery: %s %s: replayed %" PRIu64 " records (LSN %" PRIu64 "-%" PRIu64
-		", %" PRIu64 " failed as they did originally) from checkpoint %" PRIu64
-		" in %" PRIu64 " ms",
+		", %" PRIu64 " without effect: already applied or failing as originally) from "
+		"checkpoint %" PRIu64 " in %" PRIu64 " ms",
 		store_path, mode[rep->mode], rep->records, rep->first_lsn, rep->last_lsn,
 		rep->failed, rep->checkpoint_lsn, rep->elapsed_ms);
 	if (rep->torn)

@@ -43,8 +43,9 @@ struct recovery_report {
  * refused with its position in err), re-applies what the cache lacks, then
  * records a new checkpoint. On success the journal is ready to append after
  * rep->journal_last_lsn. */
-int recovery_run(struct store *st, struct journal *j, struct recovery_report *rep, char *err,
-		 size_t errlen);
+#define RECOVERY_FULL 0x1 /* replay everything after the checkpoint, as after a restart */
+int recovery_run(struct store *st, struct journal *j, int flags, struct recovery_report *rep,
+		 char *err, size_t errlen);
 /* Prints the one-line summary ("replfs: recovery: ...") for a report. */
 void recovery_report_print(const struct recovery_report *rep, const char *store_path);
 

@@ -22,7 +22,7 @@ static void rfix_open(struct rfix *f, struct recovery_report *rep, int expect_rc
 	assert_int_equal(store_open(f->path, STORE_OPEN_LOCK | STORE_OPEN_STATE, &f->st, err,
 				    sizeof(err)), 0);
 	assert_int_equal(journal_open(f->st.journalfd, f->st.node_id, 1 << 20, &f->j), 0);
-	int rc = recovery_run(&f->st, f->j, rep, err, sizeof(err));
+	int rc = recovery_run(&f->st, f->j, 0, rep, err, sizeof(err));
 	if (rc != expect_rc)
 		fail_msg("recovery_run returned %d (%s), expected %d", rc, err, expect_rc);
 	if (rc == 0) {
