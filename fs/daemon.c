@@ -197,6 +197,7 @@ int fs_mount_main(int argc, char **argv)
 	int opt, rc, ready_fd = -1, commit_ready = 0;
 
 	optind = 1;
+	opterr = 0; /* one line of our own instead of getopt's */
 	while ((opt = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'f':
@@ -213,7 +214,13 @@ int fs_mount_main(int argc, char **argv)
 			fputs(mount_usage, stdout);
 			return 0;
 		default:
-			fputs(mount_usage, stderr);
+			if (optopt == 'o')
+				log_error("mount: -o needs a value (see replfs mount --help)");
+			else if (optopt && optopt != '?')
+				log_error("mount: unknown option -%c (see replfs mount --help)", optopt);
+			else
+				log_error("mount: unknown option %s (see replfs mount --help)",
+					  argv[optind - 1]);
 			return 2;
 		}
 	}
@@ -325,6 +332,7 @@ int fs_mount_main(int argc, char **argv)
 	log_info("unmounted %s (LSN %" PRIu64 ")", mnt_abs ? mnt_abs : mnt,
 		 journal_appended_lsn(j));
 	fuse_destroy(f);
+	links_free();
 	store_pid_remove(&st);
 	commit_release(&c);
 	journal_close(j);

@@ -70,7 +70,36 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 		rc = fstat(fh(fi)->fd, st);
 	else
 		rc = fstatat(ctx()->datafd, rel_at(path), st, AT_SYMLINK_NOFOLLOW);
-	return rc < 0 ? -errno : 0;
+	if (rc < 0)
+		return -errno;
+	if (st->st_nlink > 1 && !S_ISDIR(st->st_mode))
+		links_note(st->st_ino, path);
+	return 0;
+}
+
+/* The object at path (or fd) changed: other names of it must not show the
+ * kernel's cached attributes (links.c). */
+static void after_change(const char *path, int fd)
+{
+	struct stat st;
+
+	if (!links_active())
+		return;
+	if ((fd >= 0 ? fstat(fd, &st)
+		     : fstatat(ctx()->datafd, rel_at(path), &st, AT_SYMLINK_NOFOLLOW)) == 0 &&
+	    !S_ISDIR(st.st_mode) && st.st_nlink > 1)
+		links_changed(fuse_get_context()->fuse, st.st_ino, path);
+}
+
+/* Inode and link count of what path names now (0 when nothing). */
+static ino_t multi_linked(const char *path)
+{
+	struct stat st;
+
+	if (fstatat(ctx()->datafd, rel_at(path), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    !S_ISDIR(st.st_mode) && st.st_nlink > 1)
+		return st.st_ino;
+	return 0;
 }
 
 static int fs_readlink(const char *path, char *buf, size_t size)
@@ -363,8 +392,14 @@ static int fs_symlink(const char *target, const char *path)
 static int fs_unlink(const char *path)
 {
 	struct rec r = { .op = REC_UNLINK, .path = path_rel(path) };
+	ino_t ino = multi_linked(path);
+	int rc = commit(&r, -1, NULL);
 
-	return commit(&r, -1, NULL);
+	if (rc == 0 && ino) {
+		links_forget_name(path);
+		links_changed(fuse_get_context()->fuse, ino, NULL); /* their nlink dropped */
+	}
+	return rc;
 }
 
 static int fs_rmdir(const char *path)
@@ -379,41 +414,74 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	struct rec r = { .op = REC_RENAME, .path = path_rel(from), .path2 = path_rel(to),
 			 .arg = flags };
 
+	ino_t moved, replaced;
+	int rc;
+
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
-	return commit(&r, -1, NULL);
+	moved = multi_linked(from);
+	replaced = multi_linked(to);
+	rc = commit(&r, -1, NULL);
+	if (rc == 0 && (moved || replaced)) {
+		links_forget_name(from);
+		links_forget_name(to);
+		if (moved)
+			links_note(moved, to);
+		if (replaced && (flags & RENAME_EXCHANGE))
+			links_note(replaced, from);
+		else if (replaced)
+			links_changed(fuse_get_context()->fuse, replaced, NULL);
+	}
+	return rc;
 }
 
 static int fs_link(const char *from, const char *to)
 {
 	struct rec r = { .op = REC_LINK, .path = path_rel(from), .path2 = path_rel(to) };
+	struct stat st;
+	int rc = commit(&r, -1, NULL);
 
-	return commit(&r, -1, NULL);
+	if (rc == 0 && fstatat(ctx()->datafd, rel_at(to), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		links_note(st.st_ino, from);
+		links_note(st.st_ino, to);
+		links_changed(fuse_get_context()->fuse, st.st_ino, to); /* nlink grew */
+	}
+	return rc;
 }
 
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct rec r = { .op = REC_CHMOD, .path = path_rel(path), .mode = mode & 07777 };
+	int rc;
 
 	(void)fi;
-	return commit(&r, -1, NULL);
+	if ((rc = commit(&r, -1, NULL)) == 0)
+		after_change(path, -1);
+	return rc;
 }
 
 static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
 	struct rec r = { .op = REC_CHOWN, .path = path_rel(path), .uid = uid, .gid = gid };
+	int rc;
 
 	(void)fi;
-	return commit(&r, -1, NULL);
+	if ((rc = commit(&r, -1, NULL)) == 0)
+		after_change(path, -1);
+	return rc;
 }
 
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct rec r = { .op = REC_TRUNCATE, .path = path_rel(path), .off = (uint64_t)size };
 
+	int rc;
+
 	if (size < 0)
 		return -EINVAL;
-	return commit(&r, fi ? fh(fi)->fd : -1, NULL);
+	if ((rc = commit(&r, fi ? fh(fi)->fd : -1, NULL)) == 0)
+		after_change(path, fi ? fh(fi)->fd : -1);
+	return rc;
 }
 
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
@@ -430,7 +498,10 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
 	r.atime_nsec = (uint32_t)ts[0].tv_nsec;
 	r.mtime_sec = ts[1].tv_sec;
 	r.mtime_nsec = (uint32_t)ts[1].tv_nsec;
-	return commit(&r, -1, NULL);
+	int rc = commit(&r, -1, NULL);
+	if (rc == 0)
+		after_change(path, -1);
+	return rc;
 }
 
 static int fs_write(const char *path, const char *buf, size_t size, off_t off,
@@ -445,7 +516,10 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
 	if (fh(fi)->append)
 		r.flags |= REC_F_APPEND;
 	rc = commit(&r, fh(fi)->fd, NULL);
-	return rc < 0 ? rc : (int)size;
+	if (rc < 0)
+		return rc;
+	after_change(path, fh(fi)->fd);
+	return (int)size;
 }
 
 static int fs_fallocate(const char *path, int mode, off_t off, off_t len,
@@ -454,9 +528,13 @@ static int fs_fallocate(const char *path, int mode, off_t off, off_t len,
 	struct rec r = { .op = REC_FALLOCATE, .path = path_rel(path), .arg = (uint32_t)mode,
 			 .off = (uint64_t)off, .len = (uint64_t)len };
 
+	int rc;
+
 	if (off < 0 || len <= 0)
 		return -EINVAL;
-	return commit(&r, fi ? fh(fi)->fd : -1, NULL);
+	if ((rc = commit(&r, fi ? fh(fi)->fd : -1, NULL)) == 0)
+		after_change(path, fi ? fh(fi)->fd : -1);
+	return rc;
 }
 
 static int fs_setxattr(const char *path, const char *name, const char *value, size_t size,
@@ -467,18 +545,26 @@ static int fs_setxattr(const char *path, const char *name, const char *value, si
 
 	if (strlen(name) > 255)
 		return -ERANGE;
+	int rc;
+
 	if (size > 65536)
 		return -E2BIG;
-	return commit(&r, -1, NULL);
+	if ((rc = commit(&r, -1, NULL)) == 0)
+		after_change(path, -1);
+	return rc;
 }
 
 static int fs_removexattr(const char *path, const char *name)
 {
 	struct rec r = { .op = REC_REMOVEXATTR, .path = path_rel(path), .name = name };
 
+	int rc;
+
 	if (strlen(name) > 255)
 		return -ERANGE;
-	return commit(&r, -1, NULL);
+	if ((rc = commit(&r, -1, NULL)) == 0)
+		after_change(path, -1);
+	return rc;
 }
 
 /* ---------------------------------------------------------------------------

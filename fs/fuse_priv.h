@@ -17,4 +17,11 @@ struct fs_ctx {
 
 extern const struct fuse_operations fs_operations;
 
+/* links.c: names of multiply-linked files (kernel cache coherence). */
+void links_note(ino_t ino, const char *path);
+void links_forget_name(const char *path);
+void links_changed(struct fuse *f, ino_t ino, const char *except);
+void links_free(void);
+int links_active(void); /* any multiply-linked file seen at all? */
+
 #endif

@@ -108,6 +108,7 @@ static uint64_t rec_checksum(const uint8_t *head, size_t head_len, const void *d
 	return XXH3_64bits_digest(&st);
 }
 
+/* kind: 1 = a path in the tree, 0 = an xattr name, 2 = a symlink target */
 static int put_str(uint8_t *head, size_t *pos, uint8_t *lenp, const char *s, int is_path)
 {
 	size_t n;
@@ -121,8 +122,10 @@ static int put_str(uint8_t *head, size_t *pos, uint8_t *lenp, const char *s, int
 		int rc = path_check(s, n);
 		if (rc < 0)
 			return rc;
-	} else if (n >= 256) {
+	} else if (is_path == 0 && n >= 256) {
 		return -ERANGE;
+	} else if (n >= PATH_MAX) {
+		return -ENAMETOOLONG;
 	}
 	put16(lenp, (uint16_t)n);
 	memcpy(head + *pos, s, n + 1);
@@ -162,7 +165,7 @@ ssize_t rec_encode(const struct rec *r, uint64_t salt, uint8_t *head, size_t hea
 	put32(head + 100, r->mtime_nsec);
 	put32(head + 112, r->data_len);
 	if ((rc = put_str(head, &pos, head + 104, r->path, 1)) < 0 ||
-	    (rc = put_str(head, &pos, head + 106, r->path2, r->op != REC_SYMLINK)) < 0 ||
+	    (rc = put_str(head, &pos, head + 106, r->path2, r->op == REC_SYMLINK ? 2 : 1)) < 0 ||
 	    (rc = put_str(head, &pos, head + 108, r->name, 0)) < 0)
 		return rc;
 	put64(head, rec_checksum(head, hlen, r->data, r->data_len, total - hlen - r->data_len,
