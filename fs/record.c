@@ -118,7 +118,7 @@ static int put_str(uint8_t *head, size_t *pos, uint8_t *lenp, const char *s, int
 		return 0;
 	}
 	n = strlen(s);
-	if (is_path) {
+	if (is_path == 1) {
 		int rc = path_check(s, n);
 		if (rc < 0)
 			return rc;

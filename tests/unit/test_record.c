@@ -188,6 +188,25 @@ static void test_decode_refuses_forged_path(void **state)
 	assert_int_equal(rec_decode(buf, n, SALT, &out), -EBADMSG);
 }
 
+/* A symlink target is not a path in the tree: anything up to PATH_MAX-1. */
+static void test_symlink_targets(void **state)
+{
+	static char longt[4001];
+	const char *targets[] = { "/etc/passwd", "../../x", "a//b/./c", longt };
+	uint8_t buf[16384];
+	struct rec out;
+
+	(void)state;
+	memset(longt, 'a', 4000);
+	for (size_t i = 0; i < sizeof(targets) / sizeof(*targets); i++) {
+		struct rec in = sample(REC_SYMLINK);
+		in.path2 = targets[i];
+		size_t n = encode(&in, buf, sizeof(buf));
+		assert_int_equal(rec_decode(buf, n, SALT, &out), (ssize_t)n);
+		assert_string_equal(out.path2, targets[i]);
+	}
+}
+
 static void test_path_check(void **state)
 {
 	char longname[300], longpath[5000];
@@ -217,6 +236,7 @@ int main(void)
 		cmocka_unit_test(test_torn_prefixes),
 		cmocka_unit_test(test_encode_refuses_bad_paths),
 		cmocka_unit_test(test_decode_refuses_forged_path),
+		cmocka_unit_test(test_symlink_targets),
 		cmocka_unit_test(test_path_check),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
