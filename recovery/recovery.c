@@ -161,6 +161,16 @@ int recovery_run(struct store *st, struct journal *j, int flags, struct recovery
 	x.err = err;
 	x.errlen = errlen;
 	boot_id_read(boot);
+	/* Same boot, progress beyond the end of the journal: those records were
+	 * applied but their journal bytes are gone (cut as torn). Their effects
+	 * cannot be undone; they were never promised by fsync. Say so. */
+	if (boot[0] && strcmp(boot, s->boot_id) == 0) {
+		uint64_t seen = s->inflight_lsn > s->applied_lsn ? s->inflight_lsn : s->applied_lsn;
+		if (seen > rep->journal_last_lsn) {
+			rep->lost_first = rep->journal_last_lsn + 1;
+			rep->lost_last = seen;
+		}
+	}
 	if (!(flags & RECOVERY_FULL) && boot[0] && strcmp(boot, s->boot_id) == 0 &&
 	    s->applied_lsn >= ck.lsn &&
 	    s->applied_lsn <= rep->journal_last_lsn) {
@@ -213,7 +223,7 @@ void recovery_report_print(const struct recovery_report *rep, const char *store_
 {
 	static const char *mode[] = { "clean", "after a process crash", "after a restart" };
 
-	if (rep->mode == RECOVERY_CLEAN && !rep->torn)
+	if (rep->mode == RECOVERY_CLEAN && !rep->torn && !rep->lost_first)
 		return;
 	fprintf(stderr,
 		"replfs: recovery: %s %s: replayed %" PRIu64 " records (LSN %" PRIu64 "-%" PRIu64
@@ -224,5 +234,9 @@ void recovery_report_print(const struct recovery_report *rep, const char *store_
 	if (rep->torn)
 		fprintf(stderr, "; cut a torn tail of %" PRIu64 " bytes at %s offset %" PRIu64,
 			rep->torn_bytes, rep->torn_at.segment, rep->torn_at.offset);
+	if (rep->lost_first)
+		fprintf(stderr, "; WARNING: the data directory keeps changes of LSN %" PRIu64
+			"-%" PRIu64 " that the journal lost (never fsynced)",
+			rep->lost_first, rep->lost_last);
 	fputc('\n', stderr);
 }

@@ -37,6 +37,9 @@ struct recovery_report {
 	int torn;
 	struct journal_pos torn_at;
 	uint64_t torn_bytes;
+	/* The cache holds effects of records the journal no longer has (they
+	 * were applied, then lost from an unsynced journal tail): reported. */
+	uint64_t lost_first, lost_last;
 };
 
 /* Checks the journal from the checkpoint on (torn tail cut, corruption
