@@ -98,10 +98,13 @@ struct journal_scan {
 	struct journal_pos torn_at;  /* where the valid journal ends */
 	uint64_t torn_bytes;
 	struct journal_pos bad_at;   /* set when journal_scan returns -EBADMSG */
+	uint64_t gap_first, gap_last; /* first gap met with JOURNAL_SCAN_ALLOW_GAPS */
 	char why[160];
 };
 
-#define JOURNAL_SCAN_CUT_TORN 0x1 /* truncate a torn tail in place */
+#define JOURNAL_SCAN_CUT_TORN 0x1   /* truncate a torn tail in place */
+#define JOURNAL_SCAN_ALLOW_GAPS 0x2 /* a segment may start after a gap (records lost from an
+				     * unsynced tail but covered by a checkpoint): report it */
 
 /* Visits, in order, every valid record with lsn >= from_lsn. A bad record that
  * is not a torn tail stops the scan with -EBADMSG and res->bad_at. A visitor

@@ -260,7 +260,12 @@ int journal_scan(struct journal *j, uint64_t from_lsn, int flags, journal_visit_
 			break;
 		}
 		len = (size_t)st.st_size;
-		if (i > start && s->first_lsn != expect) {
+		if (i > start && s->first_lsn > expect && (flags & JOURNAL_SCAN_ALLOW_GAPS)) {
+			if (!res->gap_first) {
+				res->gap_first = expect;
+				res->gap_last = s->first_lsn - 1;
+			}
+		} else if (i > start && s->first_lsn != expect) {
 			close(fd);
 			pos.offset = 0;
 			res->bad_at = pos;

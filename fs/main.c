@@ -98,8 +98,8 @@ static int replay_into_one(const struct rec *r, const struct journal_pos *pos, v
 	int rc;
 
 	if (r->lsn != x->expect) {
-		log_error("journal does not start at LSN 1 (first kept is %" PRIu64
-			  "): it cannot be replayed from scratch", r->lsn);
+		log_error("journal has no LSN %" PRIu64 " (next kept is %" PRIu64
+			  "): it cannot be replayed from scratch", x->expect, r->lsn);
 		return -ERANGE;
 	}
 	x->expect++;
@@ -132,9 +132,13 @@ static int cmd_journal(int argc, char **argv)
 		}
 		if (open_offline(argv[2], strcmp(argv[1], "dump") != 0, &st, &j) < 0)
 			return 1;
-		rc = journal_scan(j, 0, 0, dump_one, NULL, &scan);
+		rc = journal_scan(j, 0, JOURNAL_SCAN_ALLOW_GAPS, dump_one, NULL, &scan);
 		if (rc < 0)
 			scan_error(argv[2], &scan, rc);
+		if (scan.gap_first)
+			printf("# LSN %" PRIu64 "-%" PRIu64 " missing from the journal (lost from an "
+			       "unsynced tail after a checkpoint had them in the data directory)\n",
+			       scan.gap_first, scan.gap_last);
 		else if (scan.torn)
 			printf("# torn tail: %" PRIu64 " bytes at %s:%" PRIu64 " (cut at next mount)\n",
 			       scan.torn_bytes, scan.torn_at.segment, scan.torn_at.offset);
@@ -161,7 +165,7 @@ static int cmd_journal(int argc, char **argv)
 			return 1;
 		}
 		x.ac.stagingfd = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		rc = journal_scan(j, 0, 0, replay_into_one, &x, &scan);
+		rc = journal_scan(j, 0, JOURNAL_SCAN_ALLOW_GAPS, replay_into_one, &x, &scan);
 		if (rc == -EBADMSG)
 			scan_error(argv[2], &scan, rc);
 		close(x.ac.stagingfd);
