@@ -6,8 +6,9 @@
  *    RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV): no component may be a symlink
  *    and nothing outside the data directory can be reached. The last component
  *    is acted on with *at() calls that never follow it.
- *  - Every effect of one record becomes visible in one step: new objects are
- *    built in STORE/staging (owner, mode, times set) and moved into place with
+ *  - Every effect of one record becomes visible in one step: a new file is
+ *    made as an O_TMPFILE in its directory, other new objects in STORE/staging;
+ *    owner, mode and times are set, then it gets its name with linkat() or
  *    renameat2(RENAME_NOREPLACE). A crash mid-record leaves either the old
  *    tree or the new one, never a root-owned half-made file.
  *  - Records carry every value the outcome depends on (owner, mode, offsets
@@ -97,6 +98,30 @@ static int apply_new_object(const struct apply_ctx *ac, const struct rec *r, int
 	unlinkat(ac->stagingfd, tmp, 0); /* leftover of an interrupted attempt */
 	unlinkat(ac->stagingfd, tmp, AT_REMOVEDIR);
 
+	if (r->op == REC_CREATE) {
+		/* Unnamed in the target directory (ext4 places the inode near its
+		 * directory), made complete, then given its name in one step. */
+		fd = openat(pfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, r->mode & 07777);
+		if (fd >= 0) {
+			if (fchown(fd, r->uid, r->gid) < 0 ||
+			    ((r->mode & 06000) && fchmod(fd, r->mode & 07777) < 0) ||
+			    futimens(fd, ts) < 0 || linkat(fd, "", pfd, name, AT_EMPTY_PATH) < 0)
+				rc = -errno;
+			if (rc < 0)
+				goto out;
+			touch_mtime_fd(pfd, r);
+			if (out_fd) {
+				*out_fd = fd;
+				fd = -1;
+			}
+			goto out;
+		}
+		if (errno != EOPNOTSUPP && errno != EISDIR) {
+			rc = -errno;
+			goto out;
+		}
+		/* No O_TMPFILE here: build it in staging instead. */
+	}
 	switch (r->op) {
 	case REC_CREATE:
 		fd = openat(ac->stagingfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
@@ -383,9 +408,32 @@ void apply_fdcache_clear(struct apply_fdcache *fc)
 	}
 }
 
+static unsigned fdcache_slot(const char *path)
+{
+	return (unsigned)(hash64(path, strlen(path), 0) % APPLY_FDCACHE_SLOTS);
+}
+
+/* Takes ownership of fd. */
+static int fdcache_put(struct apply_fdcache *fc, const char *path, int fd)
+{
+	unsigned slot = fdcache_slot(path);
+
+	if (fc->fd[slot] >= 0)
+		close(fc->fd[slot]);
+	free(fc->path[slot]);
+	fc->path[slot] = strdup(path);
+	if (!fc->path[slot]) {
+		close(fd);
+		fc->fd[slot] = -1;
+		return -ENOMEM;
+	}
+	fc->fd[slot] = fd;
+	return fd;
+}
+
 static int fdcache_get(const struct apply_ctx *ac, struct apply_fdcache *fc, const char *path)
 {
-	unsigned slot = (unsigned)(hash64(path, strlen(path), 0) % APPLY_FDCACHE_SLOTS);
+	unsigned slot = fdcache_slot(path);
 	struct stat st;
 	int fd;
 
@@ -398,17 +446,7 @@ static int fdcache_get(const struct apply_ctx *ac, struct apply_fdcache *fc, con
 		close(fd);
 		return -EINVAL;
 	}
-	if (fc->fd[slot] >= 0)
-		close(fc->fd[slot]);
-	free(fc->path[slot]);
-	fc->path[slot] = strdup(path);
-	if (!fc->path[slot]) {
-		close(fd);
-		fc->fd[slot] = -1;
-		return -ENOMEM;
-	}
-	fc->fd[slot] = fd;
-	return fd;
+	return fdcache_put(fc, path, fd);
 }
 
 int apply_record_cached(const struct apply_ctx *ac, struct apply_fdcache *fc,
@@ -424,15 +462,21 @@ int apply_record_cached(const struct apply_ctx *ac, struct apply_fdcache *fc,
 		if (fd < 0)
 			return fd;
 		return apply_record(ac, r, fd, NULL);
-	case REC_CHMOD:
-	case REC_CHOWN:
-	case REC_UTIMENS:
-	case REC_SETXATTR:
-	case REC_REMOVEXATTR:
-	case REC_NOOP:
+	case REC_CREATE: {
+		/* The new file's fd serves the writes that usually follow. */
+		int rc = apply_record(ac, r, -1, &fd);
+		if (rc == 0 && fdcache_put(fc, r->path, fd) < 0)
+			rc = 0; /* only a cache miss later */
+		return rc;
+	}
+	case REC_UNLINK:
+	case REC_RMDIR:
+	case REC_RENAME:
+		/* These change what a name refers to. */
+		apply_fdcache_clear(fc);
 		return apply_record(ac, r, -1, NULL);
 	default:
-		apply_fdcache_clear(fc);
+		/* New names, attributes: no cached name changes meaning. */
 		return apply_record(ac, r, -1, NULL);
 	}
 }
