@@ -36,7 +36,7 @@ WORK=""
 E2E_NAME="${E2E_NAME:-$(basename "${0%.sh}")}"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY="$(command -v python3)"
-TREEDUMP="$E2E_DIR/treedump.py"
+TREEDUMP="$E2E_DIR/../lib/treedump.py"
 
 log()  { printf '[%s] %s\n' "$E2E_NAME" "$*"; }
 note() { printf '[%s] NOTE: %s\n' "$E2E_NAME" "$*"; }

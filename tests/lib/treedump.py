@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Canonical dump of a directory tree, one sorted line per entry.
 
-Usage:  treedump.py DIR [--no-mtime] [--no-owner] [--exclude NAME ...]
+Usage:  treedump.py DIR [--mtime all|reg|none] [--no-mtime] [--no-root] [--no-owner]
+                        [--exclude NAME ...]
+
+Shared by the e2e and crash tests.
 
 Each line is TAB-separated:
 
@@ -17,7 +20,10 @@ size     regular files and symlinks; not printed for directories (their st_size 
 sha256   of the whole logical content of a regular file (holes read as zeros)
 target   symlink target (escaped as PATH)
 rdev     device numbers of chr/blk nodes
-mtime    st_mtime in nanoseconds; never printed for DIR itself; --no-mtime drops it
+mtime    st_mtime in nanoseconds; never printed for DIR itself. --mtime all (default)
+         prints it for every entry, --mtime reg for regular files only,
+         --mtime none (or --no-mtime) never
+--no-root leaves DIR's own line out (when two different directories are compared)
 xattr    the user.* extended attributes, sorted, values hex-encoded
 hl       hard-link group: for every non-directory whose st_nlink > 1, the smallest
          PATH (within the dump) sharing its inode; nlink still shows the real count
@@ -94,8 +100,9 @@ def sha256_fd(fd):
 
 
 class Dumper:
-    def __init__(self, no_mtime=False, no_owner=False, exclude=()):
-        self.no_mtime = no_mtime
+    def __init__(self, mtime="all", no_owner=False, exclude=(), no_root=False):
+        self.mtime = mtime
+        self.no_root = no_root
         self.no_owner = no_owner
         self.exclude = set(os.fsencode(e) for e in exclude)
         self.entries = []     # (relpath bytes, fields list, inode key or None)
@@ -126,7 +133,8 @@ class Dumper:
             f.append("target=" + esc(tgt))
         elif t in ("chr", "blk"):
             f.append("rdev=%d,%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)))
-        if not self.no_mtime and name is not None:
+        if name is not None and (self.mtime == "all" or
+                                 (self.mtime == "reg" and stat.S_ISREG(st.st_mode))):
             f.append("mtime=%d" % st.st_mtime_ns)
         if t in ("reg", "dir"):
             xa = user_xattrs(xpath)
@@ -181,7 +189,8 @@ class Dumper:
         fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
         try:
             st = os.fstat(fd)
-            self.entry(b".", fd, None, st)
+            if not self.no_root:
+                self.entry(b".", fd, None, st)
             self.walk(fd, b".")
         finally:
             os.close(fd)
@@ -201,14 +210,20 @@ class Dumper:
 
 def main(argv):
     args = argv[1:]
-    no_mtime = no_owner = False
+    mtime = "all"
+    no_owner = no_root = False
     exclude = []
     top = None
     i = 0
     while i < len(args):
         a = args[i]
         if a == "--no-mtime":
-            no_mtime = True
+            mtime = "none"
+        elif a == "--mtime" and i + 1 < len(args) and args[i + 1] in ("all", "reg", "none"):
+            i += 1
+            mtime = args[i]
+        elif a == "--no-root":
+            no_root = True
         elif a == "--no-owner":
             no_owner = True
         elif a == "--exclude":
@@ -226,13 +241,13 @@ def main(argv):
         elif top is None:
             top = a
         else:
-            sys.stderr.write("usage: treedump.py DIR [--no-mtime] [--no-owner] [--exclude NAME]\n")
+            sys.stderr.write("usage: treedump.py DIR [--mtime all|reg|none] [--no-root] [--no-owner] [--exclude NAME]\n")
             return 2
         i += 1
     if top is None:
-        sys.stderr.write("usage: treedump.py DIR [--no-mtime] [--no-owner] [--exclude NAME]\n")
+        sys.stderr.write("usage: treedump.py DIR [--mtime all|reg|none] [--no-root] [--no-owner] [--exclude NAME]\n")
         return 2
-    d = Dumper(no_mtime, no_owner, exclude)
+    d = Dumper(mtime, no_owner, exclude, no_root)
     try:
         lines = d.run(top)
     except OSError as e:
