@@ -82,6 +82,15 @@ static void touch_mtime_fd(int fd, const struct rec *r)
  * New objects: built in staging, then moved into place atomically.
  * ------------------------------------------------------------------------ */
 
+/* Owner, set-id bits (chown clears them) and times of a new regular file. */
+static int finish_new_file(int fd, const struct rec *r, const struct timespec ts[2])
+{
+	if (fchown(fd, r->uid, r->gid) < 0 || ((r->mode & 06000) && fchmod(fd, r->mode & 07777) < 0) ||
+	    futimens(fd, ts) < 0)
+		return -errno;
+	return 0;
+}
+
 static int apply_new_object(const struct apply_ctx *ac, const struct rec *r, int *out_fd)
 {
 	char parent[PATH_MAX], tmp[32];
@@ -103,9 +112,8 @@ static int apply_new_object(const struct apply_ctx *ac, const struct rec *r, int
 		 * directory), made complete, then given its name in one step. */
 		fd = openat(pfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, r->mode & 07777);
 		if (fd >= 0) {
-			if (fchown(fd, r->uid, r->gid) < 0 ||
-			    ((r->mode & 06000) && fchmod(fd, r->mode & 07777) < 0) ||
-			    futimens(fd, ts) < 0 || linkat(fd, "", pfd, name, AT_EMPTY_PATH) < 0)
+			rc = finish_new_file(fd, r, ts);
+			if (rc == 0 && linkat(fd, "", pfd, name, AT_EMPTY_PATH) < 0)
 				rc = -errno;
 			if (rc < 0)
 				goto out;
@@ -130,10 +138,7 @@ static int apply_new_object(const struct apply_ctx *ac, const struct rec *r, int
 			rc = -errno;
 			goto out;
 		}
-		/* chown clears set-id bits, so they are put back afterwards. */
-		if (fchown(fd, r->uid, r->gid) < 0 ||
-		    ((r->mode & 06000) && fchmod(fd, r->mode & 07777) < 0) || futimens(fd, ts) < 0)
-			rc = -errno;
+		rc = finish_new_file(fd, r, ts);
 		break;
 	case REC_MKDIR:
 	case REC_MKNOD:

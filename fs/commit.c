@@ -109,8 +109,6 @@ static int rec_allocates(const struct rec *r)
 	case REC_UTIMENS:
 	case REC_RENAME:
 		return 0;
-	case REC_TRUNCATE:
-		return 1;
 	default:
 		return 1;
 	}
