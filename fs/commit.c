@@ -166,6 +166,8 @@ int commit_op(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
 		r->off = (uint64_t)st.st_size;
 		r->flags &= (uint16_t)~REC_F_APPEND;
 	}
+	if (c->before_apply)
+		c->before_apply(c->before_apply_arg, r, hint_fd);
 	apply_capture(&c->apply, r, s->aux);
 	s->inflight_lsn = r->lsn;
 	rc = journal_append(c->journal, r);

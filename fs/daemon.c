@@ -324,7 +324,7 @@ int fs_mount_main(int argc, char **argv)
 
 	/* Clean stop: everything applied is on disk and marked as such. */
 	checkpointer_stop(cp);
-	int ck = checkpoint_now(&st, j, &c, o.keep_journal);
+	int ck = checkpoint_now(&st, j, &c, &co);
 	if (ck == 0)
 		st.state->clean = 1;
 	else

@@ -41,6 +41,8 @@ enum rec_op {
 #define REC_HEAD_FIXED 120u          /* bytes before the strings */
 #define REC_MAX_DATA (16u << 20)     /* largest data payload of one record */
 #define REC_ALIGN 8u
+/* Largest encoded record: head, three strings of PATH_MAX, data, padding. */
+#define REC_MAX_SIZE (REC_MAX_DATA + REC_HEAD_FIXED + 3u * 4097u + REC_ALIGN)
 
 struct rec {
 	uint16_t op, flags;
@@ -132,6 +134,34 @@ int journal_remove_below(struct journal *j, uint64_t floor_lsn);
 int journal_cut(struct journal *j, const struct journal_pos *pos, int save_dirfd);
 /* Number of segments and first LSN kept (for status/tests). */
 int journal_segment_count(const struct journal *j);
+/* LSN of the oldest record still kept (the first segment's first LSN). */
+uint64_t journal_first_lsn(struct journal *j);
+/* Replaces the whole journal by an empty one whose next record is next_lsn
+ * (a slave that installed a snapshot at next_lsn - 1). Old segments are
+ * deleted. The appender must be stopped (commit's order lock held). */
+int journal_reset(struct journal *j, uint64_t next_lsn, uint64_t epoch);
+
+/* Reading records back while the journal is being appended to (the
+ * replicator shipping them). A cursor remembers where the previous read
+ * ended so that a reader streaming forward never rescans a segment. */
+struct journal_cursor {
+	uint64_t next_lsn;  /* first LSN the next read returns */
+	uint64_t seg_first; /* segment the cursor is in (0 = none yet) */
+	uint64_t offset;    /* byte offset of next_lsn's record in it */
+	uint64_t salt;      /* that segment's salt */
+	int fd;             /* open segment, -1 when none */
+};
+void journal_cursor_init(struct journal_cursor *cur, uint64_t next_lsn);
+void journal_cursor_close(struct journal_cursor *cur);
+/* Copies whole records, exactly as stored, with LSNs from cur->next_lsn up
+ * to upto_lsn (at most appended), from one segment into buf, and advances
+ * the cursor. *salt receives the segment salt the records are checksummed
+ * with, *nrec their number. At least one record is returned when any is
+ * available and cap >= REC_MAX_SIZE. Returns 0, -ENOENT when next_lsn is no
+ * longer kept (the reader needs a snapshot), -ERANGE when next_lsn is beyond
+ * the journal's end, -EBADMSG on a record that fails its checksum. */
+int journal_read(struct journal *j, struct journal_cursor *cur, uint64_t upto_lsn,
+		 uint8_t *buf, size_t cap, size_t *len, uint64_t *salt, uint32_t *nrec);
 
 /* ======================================================================
  * Apply (apply.c) — the one step that changes the cache, shared by the
@@ -237,6 +267,10 @@ struct commit {
 	uint64_t space_checked_ns;   /* order_lock */
 	void (*on_commit)(void *arg, uint64_t lsn, uint64_t bytes); /* after each */
 	void *on_commit_arg;
+	/* Before each record is applied (order_lock held): a snapshot being sent
+	 * saves what the record is about to change. */
+	void (*before_apply)(void *arg, const struct rec *r, int hint_fd);
+	void *before_apply_arg;
 	/* What the next checkpoint must make durable (order_lock): while only
 	 * file contents changed through open files, fsyncing those files is
 	 * enough and the journal they were logged in need never reach the disk;

@@ -732,3 +732,153 @@ int journal_cut(struct journal *j, const struct journal_pos *pos, int save_dirfd
 		rc = -errno;
 	return rc;
 }
+
+/* ---------------------------------------------------------------------------
+ * Reset (slave snapshot install) and reading back (replication)
+ * ------------------------------------------------------------------------- */
+
+uint64_t journal_first_lsn(struct journal *j)
+{
+	uint64_t first;
+
+	pthread_mutex_lock(&j->seg_lock);
+	first = j->nsegs ? j->segs[0].first_lsn : j->next_lsn;
+	pthread_mutex_unlock(&j->seg_lock);
+	return first;
+}
+
+int journal_reset(struct journal *j, uint64_t next_lsn, uint64_t epoch)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&j->seg_lock);
+	for (int p = 0; p < j->npending; p++)
+		close(j->pending_fds[p]);
+	j->npending = 0;
+	if (j->cur_fd >= 0)
+		close(j->cur_fd);
+	j->cur_fd = -1;
+	for (int i = 0; i < j->nsegs; i++)
+		if (unlinkat(j->dirfd, j->segs[i].name, 0) < 0 && errno != ENOENT && rc == 0)
+			rc = -errno;
+	j->nsegs = 0;
+	j->dir_dirty = 1;
+	pthread_mutex_unlock(&j->seg_lock);
+	if (rc < 0)
+		return rc;
+	/* Nothing before next_lsn exists any more; the new segment must be durable
+	 * before anything relies on it, which the next journal_sync ensures. */
+	if ((rc = journal_start(j, next_lsn, epoch)) < 0)
+		return rc;
+	if (fsync(j->dirfd) < 0)
+		return -errno;
+	return 0;
+}
+
+void journal_cursor_init(struct journal_cursor *cur, uint64_t next_lsn)
+{
+	memset(cur, 0, sizeof(*cur));
+	cur->next_lsn = next_lsn;
+	cur->fd = -1;
+}
+
+void journal_cursor_close(struct journal_cursor *cur)
+{
+	if (cur->fd >= 0)
+		close(cur->fd);
+	cur->fd = -1;
+	cur->seg_first = 0;
+}
+
+int journal_read(struct journal *j, struct journal_cursor *cur, uint64_t upto_lsn,
+		 uint8_t *buf, size_t cap, size_t *len, uint64_t *salt, uint32_t *nrec)
+{
+	uint64_t appended = atomic_load(&j->appended_lsn), seg_first = 0, seg_salt = 0;
+	uint64_t next_seg_first = UINT64_MAX;
+	char name[32] = "";
+	size_t used = 0, pos = 0;
+	ssize_t got;
+	struct rec r;
+
+	*len = 0;
+	*nrec = 0;
+	if (upto_lsn > appended)
+		upto_lsn = appended;
+	if (cur->next_lsn > appended + 1)
+		return -ERANGE;
+	if (cur->next_lsn > upto_lsn)
+		return 0;
+	pthread_mutex_lock(&j->seg_lock);
+	for (int i = j->nsegs - 1; i >= 0; i--) {
+		if (j->segs[i].first_lsn <= cur->next_lsn) {
+			seg_first = j->segs[i].first_lsn;
+			seg_salt = j->segs[i].salt;
+			memcpy(name, j->segs[i].name, sizeof(name));
+			if (i + 1 < j->nsegs)
+				next_seg_first = j->segs[i + 1].first_lsn;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&j->seg_lock);
+	if (!seg_first)
+		return -ENOENT;
+	if (cur->fd < 0 || cur->seg_first != seg_first) {
+		journal_cursor_close(cur);
+		cur->fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+		if (cur->fd < 0)
+			return errno == ENOENT ? -ENOENT : -errno;
+		cur->seg_first = seg_first;
+		cur->offset = SEG_HDR_SIZE;
+		cur->salt = seg_salt;
+	}
+	/* A segment ends where the next one begins: records past that point of a
+	 * segment that ended early (a mount's last, torn) are not the journal. */
+	if (upto_lsn >= next_seg_first)
+		upto_lsn = next_seg_first - 1;
+	/* Position: records before next_lsn (first read in a segment reached by
+	 * LSN) are stepped over; afterwards the cursor sits on next_lsn. */
+	for (;;) {
+		got = pread(cur->fd, buf, cap, (off_t)cur->offset);
+		if (got < 0)
+			return -errno;
+		used = (size_t)got;
+		pos = 0;
+		while (pos < used) {
+			ssize_t n = rec_decode(buf + pos, used - pos, cur->salt, &r);
+			if (n == -EAGAIN)
+				break;
+			if (n < 0)
+				return -EBADMSG;
+			if (r.lsn >= cur->next_lsn)
+				break;
+			pos += (size_t)n;
+		}
+		if (pos == 0)
+			break;
+		cur->offset += pos;
+		if (pos < used && r.lsn >= cur->next_lsn) {
+			memmove(buf, buf + pos, used - pos);
+			used -= pos;
+			break;
+		}
+	}
+	pos = 0;
+	while (pos < used) {
+		ssize_t n = rec_decode(buf + pos, used - pos, cur->salt, &r);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0)
+			return -EBADMSG;
+		if (r.lsn > upto_lsn)
+			break;
+		if (r.lsn != cur->next_lsn + *nrec)
+			return -EBADMSG;
+		pos += (size_t)n;
+		(*nrec)++;
+	}
+	*len = pos;
+	*salt = cur->salt;
+	cur->offset += pos;
+	cur->next_lsn += *nrec;
+	return 0;
+}

@@ -25,10 +25,14 @@ struct checkpointer {
 	_Atomic uint64_t bytes_since;
 };
 
-int checkpoint_now(struct store *st, struct journal *j, struct commit *c, int keep_journal)
+#define RETENTION_SLAVES_MAX 64
+
+int checkpoint_now(struct store *st, struct journal *j, struct commit *c,
+		   const struct checkpoint_opts *o)
 {
 	struct store_checkpoint ck;
 	struct retention_inputs ri = { 0 };
+	struct retention_slave slaves[RETENTION_SLAVES_MAX];
 	int rc;
 
 	int fds[COMMIT_DIRTY_MAX], nfds, need_syncfs;
@@ -52,7 +56,12 @@ int checkpoint_now(struct store *st, struct journal *j, struct commit *c, int ke
 	if ((rc = store_checkpoint_write(st, &ck)) < 0)
 		return rc;
 	ri.checkpoint_lsn = ck.lsn;
-	ri.keep_all = keep_journal;
+	ri.keep_all = o->keep_journal;
+	if (o->slave_needs) {
+		ri.nslaves = o->slave_needs(o->slave_needs_arg, slaves, RETENTION_SLAVES_MAX,
+					    &ri.max_slave_bytes);
+		ri.slaves = slaves;
+	}
 	rc = journal_remove_below(j, retention_floor(&ri));
 	if (rc > 0)
 		log_debug("checkpoint at LSN %" PRIu64 ": removed %d journal segments", ck.lsn, rc);
@@ -78,7 +87,7 @@ static void *checkpointer_main(void *arg)
 		pthread_mutex_unlock(&cp->lock);
 		atomic_store(&cp->bytes_since, 0);
 		if (cp->c->state->applied_lsn != 0) {
-			int rc = checkpoint_now(cp->st, cp->j, cp->c, cp->o.keep_journal);
+			int rc = checkpoint_now(cp->st, cp->j, cp->c, &cp->o);
 			if (rc < 0)
 				log_error("checkpoint failed: %s", strerror(-rc));
 		}

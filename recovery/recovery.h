@@ -9,10 +9,19 @@
 
 /* ---- retention: THE rule for which journal records are still needed ---- */
 
+/* What one known slave still needs from this node's journal. */
+struct retention_slave {
+	uint64_t next_lsn;  /* first LSN it has not durably acknowledged */
+	uint64_t lag_bytes; /* journal bytes between that LSN and the end */
+};
+
 struct retention_inputs {
 	uint64_t checkpoint_lsn; /* the cache is durable through this LSN */
 	int keep_all;            /* operator asked to keep the whole journal */
-	/* Replication adds here: the lowest LSN a live slave still needs. */
+	const struct retention_slave *slaves; /* known slaves (gone ones excluded) */
+	int nslaves;
+	uint64_t max_slave_bytes; /* a slave further behind than this gets a
+				    * snapshot instead: its needs stop counting */
 };
 
 /* Lowest LSN the journal must keep; records below it may be deleted. */
@@ -60,6 +69,10 @@ struct checkpoint_opts {
 	uint64_t every_bytes;    /* journal bytes between checkpoints */
 	unsigned every_seconds;
 	int keep_journal;
+	/* Replication: fills what each slave still needs (returns how many, at
+	 * most max) and the byte bound; NULL on a node without slaves. */
+	int (*slave_needs)(void *arg, struct retention_slave *out, int max, uint64_t *max_bytes);
+	void *slave_needs_arg;
 };
 
 /* Starts a thread that checkpoints in the background: the cache is synced
@@ -70,7 +83,8 @@ int checkpointer_start(struct store *st, struct journal *j, struct commit *c,
 /* Hook for commit->on_commit: counts bytes, wakes the thread when due. */
 void checkpointer_note(void *arg, uint64_t lsn, uint64_t bytes);
 /* Takes one checkpoint now (also used at clean unmount). */
-int checkpoint_now(struct store *st, struct journal *j, struct commit *c, int keep_journal);
+int checkpoint_now(struct store *st, struct journal *j, struct commit *c,
+		   const struct checkpoint_opts *o);
 void checkpointer_stop(struct checkpointer *cp);
 
 #endif

@@ -6,7 +6,19 @@
 
 uint64_t retention_floor(const struct retention_inputs *in)
 {
+	uint64_t floor = in->checkpoint_lsn + 1;
+
 	if (in->keep_all)
 		return 0;
-	return in->checkpoint_lsn + 1;
+	/* A slave further behind than the bound would pin the journal without
+	 * limit (a dead disk, a machine gone for a week): it is sent a snapshot
+	 * when it comes back, so what it needs stops counting. */
+	for (int i = 0; i < in->nslaves; i++) {
+		const struct retention_slave *s = &in->slaves[i];
+		if (in->max_slave_bytes && s->lag_bytes > in->max_slave_bytes)
+			continue;
+		if (s->next_lsn < floor)
+			floor = s->next_lsn;
+	}
+	return floor;
 }
