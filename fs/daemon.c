@@ -8,6 +8,7 @@
  */
 #include "fuse_priv.h"
 #include "../recovery/recovery.h"
+#include "../replicator/replicator.h"
 #include "../utils/utils.h"
 
 #include <errno.h>
@@ -22,9 +23,18 @@
 #include <unistd.h>
 
 static const char mount_usage[] =
-	"usage: replfs mount STORE MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]\n"
+	"usage: replfs mount STORE MOUNTPOINT [-f] [-d] [REPLICATION] [-o OPTION[,OPTION...]]\n"
 	"  -f            stay in the foreground, log to stderr\n"
 	"  -d            debug logging (implies -f)\n"
+	"replication:\n"
+	"  --listen [HOST]:PORT   serve slaves (and /metrics) on this address (master)\n"
+	"  --slave-of URL         follow the master at URL (http://HOST:PORT); read-only mount\n"
+	"  --key FILE             the cluster key (replfs keygen); needed by both\n"
+	"  --sync[=N]             fsync returns once N slaves (default 1) hold the records\n"
+	"  --sync-timeout MS      degrade to async when no slave answers for MS (default 10000)\n"
+	"  --strict               with --sync: every operation waits, not only fsync\n"
+	"  -o retain_mb=N         journal kept for a lagging slave (default 1024); beyond, a snapshot\n"
+	"  (also as -o listen=,slave_of=,key=,sync=N,sync_timeout=MS,strict)\n"
 	"  -o checkpoint_mb=N   checkpoint after N MiB of journal (default 64)\n"
 	"  -o checkpoint_s=N    checkpoint at least every N seconds (default 30)\n"
 	"  -o segment_mb=N      journal segment size (default 64)\n"
@@ -60,7 +70,57 @@ static int option_is_generic(const char *k)
 	return 0;
 }
 
-static int parse_mount_options(char *list, struct fs_options *o)
+struct mount_repl {
+	struct repl_options ro;
+	const char *key_path;
+	int sync_set, timeout_set;
+};
+
+static int set_repl_option(struct mount_repl *m, const char *k, const char *v)
+{
+	uint64_t n;
+
+	if (!strcmp(k, "listen") && v) {
+		if (repl_parse_listen(v, &m->ro) < 0) {
+			log_error("bad listen address %s: use [HOST]:PORT", v);
+			return -EINVAL;
+		}
+	} else if (!strcmp(k, "slave_of") && v) {
+		if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+			log_error("bad master URL %s: use http://HOST:PORT", v);
+			return -EINVAL;
+		}
+		snprintf(m->ro.master_url, sizeof(m->ro.master_url), "%s", v);
+	} else if (!strcmp(k, "key") && v) {
+		m->key_path = v;
+	} else if (!strcmp(k, "sync")) {
+		if (!v) {
+			m->ro.sync_count = 1;
+		} else if (parse_u64(v, &n) < 0 || n == 0 || n > 64) {
+			log_error("bad value for sync: %s (a number of slaves, 1-64)", v);
+			return -EINVAL;
+		} else {
+			m->ro.sync_count = (int)n;
+		}
+		m->sync_set = 1;
+	} else if (!strcmp(k, "sync_timeout") && v) {
+		if (parse_u64(v, &n) < 0 || n == 0 || n > 3600000) {
+			log_error("bad value for sync-timeout: %s (milliseconds)", v);
+			return -EINVAL;
+		}
+		m->ro.sync_timeout_ms = (unsigned)n;
+		m->timeout_set = 1;
+	} else if (!strcmp(k, "strict") && !v) {
+		m->ro.strict = 1;
+	} else if (!strcmp(k, "retain_mb") && v && parse_u64(v, &n) == 0 && n > 0) {
+		m->ro.retain_bytes = n << 20;
+	} else {
+		return 1; /* not a replication option */
+	}
+	return 0;
+}
+
+static int parse_mount_options(char *list, struct fs_options *o, struct mount_repl *m)
 {
 	char *save = NULL;
 
@@ -70,6 +130,11 @@ static int parse_mount_options(char *list, struct fs_options *o)
 
 		if (v)
 			*v++ = '\0';
+		int rr = set_repl_option(m, opt, v);
+		if (rr < 0)
+			return rr;
+		if (rr == 0)
+			continue;
 		if (!strcmp(opt, "keep_journal") && !v) {
 			o->keep_journal = 1;
 		} else if (!strcmp(opt, "checkpoint_mb") && parse_u64(v, &n) == 0 && n > 0) {
@@ -176,13 +241,96 @@ static int detach(int *ready_fd)
 	return 0;
 }
 
+/* commit->on_commit: the checkpointer counts bytes, the replicator wakes the
+ * slaves' long polls. Either may not be there yet. */
+struct commit_hooks {
+	struct checkpointer *_Atomic cp;
+	struct replicator *_Atomic repl;
+};
+
+static void on_commit_hooks(void *arg, uint64_t lsn, uint64_t bytes)
+{
+	struct commit_hooks *h = arg;
+	struct checkpointer *cp = atomic_load(&h->cp);
+	struct replicator *r = atomic_load(&h->repl);
+
+	if (cp)
+		checkpointer_note(cp, lsn, bytes);
+	if (r)
+		repl_note_commit(r, lsn, bytes);
+}
+
+static void invalidate_one(struct fs_ctx *fc, const char *rel, int parent_too)
+{
+	char p[PATH_MAX + 2], parent[PATH_MAX + 1];
+	struct stat st;
+
+	snprintf(p, sizeof(p), "/%s", rel);
+	fuse_invalidate_path(fc->fuse, p);
+	if (fstatat(fc->datafd, *rel ? rel : ".", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    !S_ISDIR(st.st_mode) && st.st_nlink > 1)
+		links_changed(fc->fuse, st.st_ino, p);
+	if (parent_too && *rel) {
+		path_split(rel, parent, sizeof(parent));
+		snprintf(p, sizeof(p), "/%s", parent);
+		fuse_invalidate_path(fc->fuse, p);
+	}
+}
+
+/* A slave applied r: the kernel must not go on showing what it cached of
+ * the names and objects r changed (names themselves are never cached on a
+ * slave: entry_timeout is 0). */
+static void slave_invalidate(void *arg, const struct rec *r)
+{
+	struct fs_ctx *fc = arg;
+	int names = r->op == REC_CREATE || r->op == REC_MKNOD || r->op == REC_MKDIR ||
+		    r->op == REC_SYMLINK || r->op == REC_LINK || r->op == REC_UNLINK ||
+		    r->op == REC_RMDIR || r->op == REC_RENAME;
+
+	invalidate_one(fc, r->path, names);
+	if (r->path2 && (r->op == REC_RENAME || r->op == REC_LINK))
+		invalidate_one(fc, r->path2, 1);
+}
+
+#define OLD_DATAFDS 64
+static int old_datafds[OLD_DATAFDS], n_old_datafds;
+
+static void slave_data_swapped(void *arg, int new_datafd, int old_datafd)
+{
+	struct fs_ctx *fc = arg;
+
+	atomic_store(&fc->datafd, new_datafd);
+	/* FUSE operations may still be using the old tree's fd: kept open until
+	 * unmount (a bounded number; beyond it, the oldest is closed). */
+	if (old_datafd >= 0) {
+		if (n_old_datafds == OLD_DATAFDS) {
+			close(old_datafds[0]);
+			memmove(old_datafds, old_datafds + 1, sizeof(int) * (OLD_DATAFDS - 1));
+			n_old_datafds--;
+		}
+		old_datafds[n_old_datafds++] = old_datafd;
+	}
+	fuse_invalidate_path(fc->fuse, "/");
+}
+
 int fs_mount_main(int argc, char **argv)
 {
 	struct fs_options o = { .checkpoint_bytes = 64ull << 20, .checkpoint_seconds = 30,
 				.segment_bytes = 64ull << 20, .attr_timeout = 1.0,
 				.entry_timeout = 1.0 };
 	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
+						  { "listen", required_argument, NULL, 'L' },
+						  { "slave-of", required_argument, NULL, 'S' },
+						  { "key", required_argument, NULL, 'K' },
+						  { "sync", optional_argument, NULL, 'Y' },
+						  { "sync-timeout", required_argument, NULL, 'T' },
+						  { "strict", no_argument, NULL, 'X' },
 						  { NULL, 0, NULL, 0 } };
+	struct mount_repl mr = { .ro = { .sync_timeout_ms = 10000, .retain_bytes = 1ull << 30 } };
+	struct commit_hooks hooks = { 0 };
+	struct replicator *repl = NULL;
+	pthread_rwlock_t apply_lock;
+	int tty_fd = -1, is_slave;
 	struct store st;
 	struct journal *j = NULL;
 	struct commit c;
@@ -207,9 +355,22 @@ int fs_mount_main(int argc, char **argv)
 			o.debug = o.foreground = 1;
 			break;
 		case 'o':
-			if (parse_mount_options(optarg, &o) < 0)
+			if (parse_mount_options(optarg, &o, &mr) < 0)
 				return 2;
 			break;
+		case 'L':
+		case 'S':
+		case 'K':
+		case 'Y':
+		case 'T':
+		case 'X': {
+			static const char *const keys[] = { ['L'] = "listen", ['S'] = "slave_of",
+							    ['K'] = "key", ['Y'] = "sync",
+							    ['T'] = "sync_timeout", ['X'] = "strict" };
+			if (set_repl_option(&mr, keys[opt], optarg) != 0)
+				return 2;
+			break;
+		}
 		case 'h':
 			fputs(mount_usage, stdout);
 			return 0;
@@ -231,6 +392,33 @@ int fs_mount_main(int argc, char **argv)
 	store_path = argv[optind];
 	mnt = argv[optind + 1];
 	log_init("replfs", 0, o.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
+	is_slave = mr.ro.master_url[0] != '\0';
+	if ((mr.ro.listen_host[0] || is_slave) && !mr.key_path) {
+		log_error("replication needs the cluster key: add --key FILE (made by `replfs keygen`)");
+		return 2;
+	}
+	if (is_slave && mr.sync_set) {
+		log_error("--sync is a master's option; a slave acknowledges what it holds anyway");
+		return 2;
+	}
+	if ((mr.timeout_set || mr.ro.strict) && !mr.sync_set) {
+		log_error("--sync-timeout and --strict go with --sync");
+		return 2;
+	}
+	if (mr.sync_set && !mr.ro.listen_host[0]) {
+		log_error("--sync needs --listen: slaves must be able to reach this master");
+		return 2;
+	}
+	if (mr.key_path) {
+		char kerr[512];
+		if (repl_key_load(mr.key_path, mr.ro.key, kerr, sizeof(kerr)) < 0) {
+			log_error("%s", kerr);
+			return 2;
+		}
+		mr.ro.have_key = 1;
+	}
+	if (is_slave)
+		o.entry_timeout = 0; /* names change under a slave's readers */
 
 	if (access("/dev/fuse", R_OK | W_OK) < 0) {
 		log_error("/dev/fuse is not available (%s): load the fuse module or run where FUSE "
@@ -250,6 +438,14 @@ int fs_mount_main(int argc, char **argv)
 		log_error("cannot open the journal of %s: %s", st.path, strerror(-rc));
 		goto fail;
 	}
+	/* A snapshot install cut short is finished (or undone) before replay: it
+	 * decides which tree and journal recovery works on. */
+	if ((rc = snapshot_install_recover(&st, j)) < 0) {
+		log_error("cannot finish the interrupted snapshot install in %s: %s", st.path,
+			  strerror(-rc));
+		goto fail;
+	}
+	snapshot_cleanup_stale(&st);
 	if ((rc = recovery_run(&st, j, o.replay_full ? RECOVERY_FULL : 0, &rep, err,
 			       sizeof(err))) < 0) {
 		log_error("%s", err);
@@ -265,7 +461,16 @@ int fs_mount_main(int argc, char **argv)
 	commit_ready = 1;
 
 	fc = (struct fs_ctx){ .st = &st, .journal = j, .commit = &c, .datafd = st.datafd,
-			      .opts = &o };
+			      .opts = &o, .readonly = is_slave };
+	if (is_slave) {
+		pthread_rwlockattr_t ra;
+		pthread_rwlockattr_init(&ra);
+		/* The apply step must not starve behind a stream of readers. */
+		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&apply_lock, &ra);
+		pthread_rwlockattr_destroy(&ra);
+		fc.apply_lock = &apply_lock;
+	}
 	opt_escape(st.path, esc, sizeof(esc));
 	snprintf(fsopt, sizeof(fsopt),
 		 "allow_other,default_permissions,fsname=%s,subtype=replfs",
@@ -279,32 +484,63 @@ int fs_mount_main(int argc, char **argv)
 		rc = -EIO;
 		goto fail;
 	}
+	fc.fuse = f;
 	if (fuse_mount(f, mnt_abs ? mnt_abs : mnt) != 0) {
 		log_error("cannot mount on %s (see the message above)", mnt);
 		rc = -EIO;
 		goto fail;
 	}
 	if (!o.foreground) {
+		tty_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
 		if ((rc = detach(&ready_fd)) < 0)
 			goto fail_unmount;
 		log_init("replfs", 1, LOG_LVL_INFO);
+		log_mirror_fd(tty_fd);
 	}
 	store_pid_write(&st, getpid(), mnt_abs ? mnt_abs : mnt);
+	c.on_commit = on_commit_hooks;
+	c.on_commit_arg = &hooks;
+	/* Threads start here, after the fork of detach(). */
+	struct repl_node node = { .st = &st, .journal = j, .commit = &c,
+				  .mountpoint = mnt_abs ? mnt_abs : mnt,
+				  .invalidate = slave_invalidate, .data_swapped = slave_data_swapped,
+				  .cb_arg = &fc, .apply_lock = fc.apply_lock };
+	if ((rc = repl_start(&mr.ro, &node, &repl, err, sizeof(err))) < 0) {
+		log_error("%s", err);
+		goto fail_unmount;
+	}
+	fc.repl = repl;
+	atomic_store(&hooks.repl, repl);
 	struct checkpoint_opts co = { .every_bytes = o.checkpoint_bytes,
 				      .every_seconds = o.checkpoint_seconds,
 				      .keep_journal = o.keep_journal };
+	if (!is_slave && mr.ro.listen_host[0]) {
+		co.slave_needs = repl_slave_needs;
+		co.slave_needs_arg = repl;
+	}
 	if ((rc = checkpointer_start(&st, j, &c, &co, &cp)) < 0) {
 		log_error("cannot start the checkpoint thread: %s", strerror(-rc));
 		goto fail_unmount;
 	}
-	c.on_commit = checkpointer_note;
-	c.on_commit_arg = cp;
+	atomic_store(&hooks.cp, cp);
 	if (fuse_set_signal_handlers(fuse_get_session(f)) != 0) {
 		rc = -EIO;
 		goto fail_unmount;
 	}
-	log_info("mounted %s on %s (LSN %" PRIu64 ", epoch %" PRIu64 ")", st.path,
-		 mnt_abs ? mnt_abs : mnt, rep.journal_last_lsn, st.epoch);
+	if (is_slave)
+		log_info("mounted %s on %s read-only as a slave of %s (LSN %" PRIu64
+			 ", epoch %" PRIu64 ")",
+			 st.path, mnt_abs ? mnt_abs : mnt, mr.ro.master_url, rep.journal_last_lsn,
+			 st.epoch);
+	else
+		log_info("mounted %s on %s (LSN %" PRIu64 ", epoch %" PRIu64 ")%s%s", st.path,
+			 mnt_abs ? mnt_abs : mnt, rep.journal_last_lsn, st.epoch,
+			 mr.ro.listen_host[0] ? ", serving slaves" : "",
+			 mr.sync_set ? " in sync mode" : "");
+	log_mirror_fd(-1);
+	if (tty_fd >= 0)
+		close(tty_fd);
+	tty_fd = -1;
 	if (ready_fd >= 0) {
 		char ok = 0;
 		if (write(ready_fd, &ok, 1) != 1)
@@ -322,9 +558,15 @@ int fs_mount_main(int argc, char **argv)
 	fuse_remove_signal_handlers(fuse_get_session(f));
 	fuse_unmount(f);
 
-	/* Clean stop: everything applied is on disk and marked as such. */
+	/* Clean stop: everything applied is on disk and marked as such. The
+	 * follower stops first (no more commits); the server answers until the
+	 * last checkpoint has asked what the slaves still need. */
+	repl_stop_following(repl);
 	checkpointer_stop(cp);
+	atomic_store(&hooks.cp, NULL);
 	int ck = checkpoint_now(&st, j, &c, &co);
+	atomic_store(&hooks.repl, NULL);
+	repl_stop(repl);
 	if (ck == 0)
 		st.state->clean = 1;
 	else
@@ -335,14 +577,25 @@ int fs_mount_main(int argc, char **argv)
 	links_free();
 	store_pid_remove(&st);
 	commit_release(&c);
+	for (int i = 0; i < n_old_datafds; i++)
+		close(old_datafds[i]);
+	if (is_slave)
+		pthread_rwlock_destroy(&apply_lock);
 	journal_close(j);
 	store_close(&st);
 	free(mnt_abs);
 	return rc == 0 && ck == 0 ? 0 : 1;
 
 fail_unmount:
+	atomic_store(&hooks.repl, NULL);
+	atomic_store(&hooks.cp, NULL);
+	repl_stop(repl);
 	checkpointer_stop(cp);
 	fuse_unmount(f);
+	if (tty_fd >= 0) {
+		log_mirror_fd(-1);
+		close(tty_fd);
+	}
 fail:
 	if (f)
 		fuse_destroy(f);

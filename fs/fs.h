@@ -243,6 +243,8 @@ int store_open(const char *path, int flags, struct store *st, char *err, size_t 
 void store_close(struct store *st);
 int store_checkpoint_read(const struct store *st, struct store_checkpoint *ck);
 int store_checkpoint_write(const struct store *st, const struct store_checkpoint *ck);
+/* Records a higher epoch durably (STORE/epoch) and in st->epoch. */
+int store_epoch_write(struct store *st, uint64_t epoch);
 /* STORE/pid and STORE/mountpoint while mounted. */
 int store_pid_write(const struct store *st, pid_t pid, const char *mnt);
 void store_pid_remove(const struct store *st);

@@ -9,6 +9,7 @@
  * which is what makes path-addressed records correct.
  */
 #include "fuse_priv.h"
+#include "../replicator/replicator.h"
 #include "../utils/utils.h"
 
 #include <dirent.h>
@@ -53,16 +54,39 @@ static const char *rel_at(const char *path)
 	return *r ? r : ".";
 }
 
+/* Every mutation goes through here: refused on a slave, and in strict sync
+ * mode held until a slave has the record. */
 static int commit(struct rec *r, int hint_fd, int *out_fd)
 {
-	return commit_op(ctx()->commit, r, hint_fd, out_fd);
+	struct fs_ctx *c = ctx();
+	int rc;
+
+	if (atomic_load(&c->readonly))
+		return -EROFS;
+	rc = commit_op(c->commit, r, hint_fd, out_fd);
+	if (rc == 0 && c->repl && repl_strict(c->repl))
+		repl_wait_replicated(c->repl, r->lsn);
+	return rc;
+}
+
+/* A slave's reads exclude its apply step (fuse_priv.h). */
+static void read_begin(void)
+{
+	if (ctx()->apply_lock)
+		pthread_rwlock_rdlock(ctx()->apply_lock);
+}
+
+static void read_end(void)
+{
+	if (ctx()->apply_lock)
+		pthread_rwlock_unlock(ctx()->apply_lock);
 }
 
 /* ---------------------------------------------------------------------------
  * Reads
  * ------------------------------------------------------------------------- */
 
-static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+static int getattr_unguarded(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	int rc;
 
@@ -75,6 +99,16 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 	if (st->st_nlink > 1 && !S_ISDIR(st->st_mode))
 		links_note(st->st_ino, path);
 	return 0;
+}
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	int rc;
+
+	read_begin();
+	rc = getattr_unguarded(path, st, fi);
+	read_end();
+	return rc;
 }
 
 /* The object at path (or fd) changed: other names of it must not show the
@@ -102,7 +136,7 @@ static ino_t multi_linked(const char *path)
 	return 0;
 }
 
-static int fs_readlink(const char *path, char *buf, size_t size)
+static int readlink_unguarded(const char *path, char *buf, size_t size)
 {
 	ssize_t n = readlinkat(ctx()->datafd, rel_at(path), buf, size - 1);
 
@@ -110,6 +144,16 @@ static int fs_readlink(const char *path, char *buf, size_t size)
 		return -errno;
 	buf[n] = '\0';
 	return 0;
+}
+
+static int fs_readlink(const char *path, char *buf, size_t size)
+{
+	int rc;
+
+	read_begin();
+	rc = readlink_unguarded(path, buf, size);
+	read_end();
+	return rc;
 }
 
 static int fs_opendir(const char *path, struct fuse_file_info *fi)
@@ -131,7 +175,7 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+static int readdir_unguarded(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
 		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
@@ -172,6 +216,17 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 	return 0;
 }
 
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	int rc;
+
+	read_begin();
+	rc = readdir_unguarded(path, buf, filler, offset, fi, flags);
+	read_end();
+	return rc;
+}
+
 static int fs_releasedir(const char *path, struct fuse_file_info *fi)
 {
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
@@ -208,7 +263,12 @@ static int open_cache_file(const char *path, int flags, struct fuse_file_info *f
 
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
-	int rc = open_cache_file(path, fi->flags, fi);
+	int rc;
+
+	if (atomic_load(&ctx()->readonly) &&
+	    ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
+		return -EROFS;
+	rc = open_cache_file(path, fi->flags, fi);
 
 	if (rc == 0 && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
 		struct rec r = { .op = REC_TRUNCATE, .path = path_rel(path), .off = 0 };
@@ -230,6 +290,30 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	if (!src)
 		return -ENOMEM;
 	*src = FUSE_BUFVEC_INIT(size);
+	if (ctx()->apply_lock) {
+		/* A slave copies under the read lock: a splice after returning
+		 * could see a record half-applied. */
+		void *mem = malloc(size ? size : 1);
+		ssize_t n;
+		if (!mem) {
+			free(src);
+			return -ENOMEM;
+		}
+		read_begin();
+		n = pread(fh(fi)->fd, mem, size, off);
+		read_end();
+		if (n < 0) {
+			int rc = -errno;
+			free(mem);
+			free(src);
+			return rc;
+		}
+		src->buf[0].mem = mem;
+		src->buf[0].size = (size_t)n;
+		src->buf[0].flags = 0;
+		*bufp = src;
+		return 0;
+	}
 	src->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	src->buf[0].fd = fh(fi)->fd;
 	src->buf[0].pos = off;
@@ -265,10 +349,15 @@ static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	(void)path;
 	(void)datasync;
 	(void)fi;
-	return journal_sync(ctx()->journal, commit_last_lsn(ctx()->commit));
+	uint64_t lsn = commit_last_lsn(ctx()->commit);
+	int rc = journal_sync(ctx()->journal, lsn);
+	/* Sync replication: the fsync'd operations are on a slave's disk too. */
+	if (rc == 0 && ctx()->repl)
+		repl_wait_replicated(ctx()->repl, lsn);
+	return rc;
 }
 
-static int fs_getxattr(const char *path, const char *name, char *value, size_t size)
+static int getxattr_unguarded(const char *path, const char *name, char *value, size_t size)
 {
 	char proc[64];
 	int fd = openat(ctx()->datafd, rel_at(path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -289,7 +378,17 @@ static int fs_getxattr(const char *path, const char *name, char *value, size_t s
 	return (int)n;
 }
 
-static int fs_listxattr(const char *path, char *list, size_t size)
+static int fs_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+	int rc;
+
+	read_begin();
+	rc = getxattr_unguarded(path, name, value, size);
+	read_end();
+	return rc;
+}
+
+static int listxattr_unguarded(const char *path, char *list, size_t size)
 {
 	char proc[64];
 	int fd = openat(ctx()->datafd, rel_at(path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -308,6 +407,16 @@ static int fs_listxattr(const char *path, char *list, size_t size)
 		n = -errno;
 	close(fd);
 	return (int)n;
+}
+
+static int fs_listxattr(const char *path, char *list, size_t size)
+{
+	int rc;
+
+	read_begin();
+	rc = listxattr_unguarded(path, list, size);
+	read_end();
+	return rc;
 }
 
 static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)

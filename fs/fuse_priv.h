@@ -7,12 +7,22 @@
 
 #include "fs.h"
 
+#include <stdatomic.h>
+
+struct replicator;
+
 struct fs_ctx {
 	struct store *st;
 	struct journal *journal;
 	struct commit *commit;
-	int datafd;
+	_Atomic int datafd;          /* replaced when a slave installs a snapshot */
 	const struct fs_options *opts;
+	struct fuse *fuse;
+	struct replicator *repl;     /* NULL until replication is up */
+	_Atomic int readonly;        /* a slave: applications get EROFS */
+	/* A slave's apply step holds it for writing; reads hold it for reading,
+	 * so no reader sees half an operation. NULL on a master. */
+	pthread_rwlock_t *apply_lock;
 };
 
 extern const struct fuse_operations fs_operations;

@@ -1,6 +1,7 @@
 /* The replfs command: one binary, one subcommand per job. */
 #include "fs.h"
 #include "../recovery/recovery.h"
+#include "../replicator/replicator.h"
 #include "../utils/utils.h"
 
 #include <errno.h>
@@ -18,7 +19,9 @@
 static const char usage[] =
 	"usage: replfs COMMAND [ARGS]\n"
 	"  init STORE                       create a node's store\n"
+	"  keygen                           print a new cluster key (save it, chmod 600)\n"
 	"  mount STORE MOUNTPOINT [-f] [-d] [-o OPTIONS]   mount it (see mount --help)\n"
+	"  status MOUNTPOINT [--json]       role, epoch, journal position, slaves' lag, sync mode\n"
 	"  journal dump STORE               print the journal, one record per line\n"
 	"  journal replay STORE DIR         apply the whole journal to an empty DIR\n"
 	"  journal truncate STORE --at SEGMENT:OFFSET   cut a corrupt journal deliberately\n"
@@ -238,6 +241,21 @@ int main(int argc, char **argv)
 		return fs_mount_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "journal"))
 		return cmd_journal(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "status"))
+		return repl_status_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "keygen")) {
+		if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+			puts("usage: replfs keygen > cluster.key\n  prints a new 256-bit cluster key "
+			     "(64 hex digits); every node of a cluster needs the same key, readable "
+			     "only by its owner (chmod 600)");
+			return 0;
+		}
+		if (argc != 2) {
+			log_error("keygen takes no arguments (see replfs keygen --help)");
+			return 2;
+		}
+		return repl_keygen(stdout) == 0 ? 0 : 1;
+	}
 	if (argv[1][0] == '-')
 		log_error("unknown option: %s (see replfs --help)", argv[1]);
 	else

@@ -347,3 +347,14 @@ void store_pid_remove(const struct store *st)
 	unlinkat(st->dirfd, "pid", 0);
 	unlinkat(st->dirfd, "mountpoint", 0);
 }
+
+int store_epoch_write(struct store *st, uint64_t epoch)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%" PRIu64 "\n", epoch), rc;
+
+	if ((rc = io_write_file_atomic(st->dirfd, "epoch", buf, (size_t)n)) < 0)
+		return rc;
+	st->epoch = epoch;
+	return 0;
+}

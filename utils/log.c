@@ -8,6 +8,12 @@
 static const char *log_ident = "replfs";
 static int log_use_syslog;
 static enum log_level log_max = LOG_LVL_INFO;
+static int log_mirror = -1;
+
+void log_mirror_fd(int fd)
+{
+	log_mirror = fd;
+}
 
 void log_init(const char *ident, int use_syslog, enum log_level max_level)
 {
@@ -33,4 +39,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		syslog(prio[lvl], "%s", line);
 	else
 		fprintf(stderr, "%s: %s\n", log_ident, line);
+	/* A daemon that has just detached still tells the terminal that started
+	 * it why it failed. */
+	if (log_mirror >= 0 && lvl <= LOG_LVL_WARN)
+		dprintf(log_mirror, "%s: %s\n", log_ident, line);
 }

@@ -1,0 +1,814 @@
+/* The slave side: follows a master with libcurl.
+ *
+ * Three threads, so that receiving, applying and acknowledging overlap:
+ *   fetch  says hello, then long-polls the master for records after the last
+ *          one received and queues the batches (bounded, REPL_QUEUE_BYTES);
+ *   apply  takes batches in order, checks every record (checksum, LSN order,
+ *          epoch, paths via rec_decode), logs and applies each through
+ *          commit_op() — the same write-ahead path as the master's own
+ *          operations — then makes the journal durable and tells the kernel
+ *          to forget what it cached of the changed names;
+ *   ack    reports the durable position as soon as it moves, which is what
+ *          a master in sync mode waits for.
+ * When the master no longer keeps what this slave needs, the fetch thread
+ * waits for the queue to drain and installs a snapshot (recovery/snapshot.c),
+ * then streams on from the snapshot's LSN.
+ */
+#include "repl_priv.h"
+#include "../utils/utils.h"
+
+#include <curl/curl.h>
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REPL_QUEUE_BYTES (64u << 20)
+#define POLL_MS 1000
+#define RESP_MAX (REC_MAX_SIZE + REPL_BATCH_BYTES + 4096)
+
+struct batch {
+	struct batch *next;
+	uint8_t *buf;  /* the whole envelope (freed with the batch) */
+	uint8_t *recs; /* records inside it */
+	size_t len;
+	struct repl_batch_head h;
+};
+
+struct repl_follower {
+	struct replicator *r;
+	pthread_t fetch_thread, apply_thread, ack_thread;
+	int threads;
+	char url[300];
+
+	pthread_mutex_t lock; /* everything below */
+	pthread_cond_t cond;
+	int stop;
+	struct batch *head, *tail;
+	size_t queued_bytes;
+	int applying;
+	uint64_t durable, acked_sent;
+	int reset;            /* apply refused a batch: refetch from the applied LSN */
+	/* session */
+	uint8_t session[REPL_ID_BYTES];
+	int have_session;
+	uint64_t counter;
+	/* what status shows */
+	char state[16];
+	char last_error[256];
+	uint64_t master_lsn, master_epoch, master_time_ns, batch_time_ns;
+};
+
+struct http_buf {
+	uint8_t *data;
+	size_t len, cap, max;
+	char ctype[64];
+	/* a snapshot streams into the installer instead */
+	struct snapshot_install *install;
+	int install_rc;
+};
+
+static void set_state(struct repl_follower *f, const char *state, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_state(struct repl_follower *f, const char *state, const char *fmt, ...)
+{
+	char msg[256] = "";
+	va_list ap;
+
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_lock(&f->lock);
+	int changed = strcmp(f->state, state) != 0 || (fmt && strcmp(f->last_error, msg) != 0);
+	snprintf(f->state, sizeof(f->state), "%s", state);
+	if (fmt)
+		snprintf(f->last_error, sizeof(f->last_error), "%s", msg);
+	pthread_mutex_unlock(&f->lock);
+	if (changed && fmt)
+		log_warn("master %s: %s", f->url, msg);
+	else if (changed)
+		log_info("master %s: %s", f->url, state);
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct http_buf *b = arg;
+	size_t len = size * n;
+
+	if (b->install) {
+		int rc = snapshot_install_write(b->install, p, len);
+		if (rc < 0) {
+			b->install_rc = rc;
+			return 0;
+		}
+		return len;
+	}
+	if (b->len + len > b->max)
+		return 0;
+	if (b->len + len > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		while (cap < b->len + len)
+			cap *= 2;
+		uint8_t *nd = realloc(b->data, cap);
+		if (!nd)
+			return 0;
+		b->data = nd;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, p, len);
+	b->len += len;
+	return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct http_buf *b = arg;
+	size_t len = size * n;
+
+	if (len > 13 && !strncasecmp(p, "content-type:", 13)) {
+		const char *v = p + 13;
+		while (*v == ' ')
+			v++;
+		size_t vl = strcspn(v, "\r\n");
+		if (vl >= sizeof(b->ctype))
+			vl = sizeof(b->ctype) - 1;
+		memcpy(b->ctype, v, vl);
+		b->ctype[vl] = '\0';
+	}
+	return len;
+}
+
+static CURL *http_new(struct repl_follower *f, struct curl_slist **hdrs)
+{
+	CURL *c = curl_easy_init();
+
+	if (!c)
+		return NULL;
+	*hdrs = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+	*hdrs = curl_slist_append(*hdrs, "Expect:");
+	curl_easy_setopt(c, CURLOPT_URL, f->url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdrs);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	return c;
+}
+
+/* Sends one sealed message and opens the sealed answer. On success *plain
+ * points into resp->data. Returns 0, -EACCES (refused by the master, text in
+ * err), -EBADMSG (an answer not sealed for this request: wrong key, forged or
+ * replayed), -ECONNREFUSED/-ETIMEDOUT/-EIO (transport). */
+static int exchange(struct repl_follower *f, CURL *c, uint8_t type, const char *body,
+		    long timeout_ms, struct http_buf *resp, struct repl_env *renv, uint8_t **plain,
+		    size_t *plen, char *err, size_t errlen)
+{
+	struct replicator *r = f->r;
+	size_t blen = body ? strlen(body) : 0, n;
+	struct repl_env e = { .type = type, .epoch = r->node.st->epoch };
+	uint8_t *req = malloc(REPL_ENV_OVERHEAD + blen);
+	long status = 0;
+	CURLcode cc;
+	int rc;
+
+	if (!req)
+		return -ENOMEM;
+	memcpy(e.sender, r->node.st->node_id, REPL_ID_BYTES);
+	pthread_mutex_lock(&f->lock);
+	if (type == REPL_MSG_HELLO)
+		randombytes_buf(e.session, REPL_ID_BYTES);
+	else
+		memcpy(e.session, f->session, REPL_ID_BYTES);
+	e.counter = ++f->counter;
+	pthread_mutex_unlock(&f->lock);
+	if (blen)
+		memcpy(req + REPL_ENV_HEAD, body, blen);
+	n = repl_seal(r->o.key, &e, req, blen);
+
+	resp->len = 0;
+	resp->ctype[0] = '\0';
+	curl_easy_setopt(c, CURLOPT_POSTFIELDS, req);
+	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)n);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, resp);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	cc = curl_easy_perform(c);
+	free(req);
+	if (cc != CURLE_OK) {
+		if (resp->install && resp->install_rc < 0) {
+			snprintf(err, errlen, "snapshot refused: %s", strerror(-resp->install_rc));
+			return resp->install_rc;
+		}
+		snprintf(err, errlen, "%s", curl_easy_strerror(cc));
+		return cc == CURLE_COULDNT_CONNECT ? -ECONNREFUSED
+		       : cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : -EIO;
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (status == 403) {
+		snprintf(err, errlen, "the master refused us (%.*s): is this the cluster's key?",
+			 (int)strcspn((char *)resp->data ? (char *)resp->data : "", "\n"),
+			 resp->data ? (char *)resp->data : "");
+		return -EACCES;
+	}
+	if (status != 200) {
+		snprintf(err, errlen, "the master answered HTTP %ld", status);
+		return -EPROTO;
+	}
+	if (resp->install)
+		return 0;
+	rc = repl_open(r->o.key, resp->data, resp->len, renv, plain, plen);
+	if (rc < 0 || memcmp(renv->session, e.session, REPL_ID_BYTES) != 0 ||
+	    renv->counter != e.counter) {
+		pthread_mutex_lock(&r->state.lock);
+		if (rc < 0)
+			r->state.refused_auth++;
+		else
+			r->state.refused_replay++;
+		pthread_mutex_unlock(&r->state.lock);
+		snprintf(err, errlen, rc < 0 ? "an answer not sealed with this cluster's key was refused"
+					     : "an answer that was not for this request (replayed?) was refused");
+		return -EBADMSG;
+	}
+	if (renv->epoch < r->node.st->epoch) {
+		pthread_mutex_lock(&r->state.lock);
+		r->state.refused_epoch++;
+		pthread_mutex_unlock(&r->state.lock);
+		snprintf(err, errlen,
+			 "the master is at epoch %" PRIu64 ", older than this node's %" PRIu64
+			 ": refused (a deposed master?)",
+			 renv->epoch, r->node.st->epoch);
+		return -ESTALE;
+	}
+	return 0;
+}
+
+static uint64_t jget(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+
+	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v)
+							       : 0;
+}
+
+/* An ERROR answer's code and message, or NULL when it is not one. */
+static const char *answer_error(const struct repl_env *e, const uint8_t *plain, size_t plen,
+				char *msg, size_t msglen)
+{
+	static __thread char code[32];
+	json_t *o;
+
+	if (e->type != REPL_MSG_ERROR)
+		return NULL;
+	o = json_loadb((const char *)plain, plen, 0, NULL);
+	snprintf(code, sizeof(code), "%s", json_string_value(json_object_get(o, "error"))
+						   ? json_string_value(json_object_get(o, "error"))
+						   : "unknown");
+	snprintf(msg, msglen, "%s", json_string_value(json_object_get(o, "message"))
+					    ? json_string_value(json_object_get(o, "message"))
+					    : code);
+	json_decref(o);
+	return code;
+}
+
+static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
+{
+	struct replicator *r = f->r;
+	struct commit *cm = r->node.commit;
+	struct repl_env re;
+	uint8_t *plain, sid[REPL_ID_BYTES];
+	size_t plen, sidlen = 0;
+	char err[300], body[256], msg[256];
+	const char *code;
+	json_t *o;
+	int rc;
+
+	snprintf(body, sizeof(body), "{\"applied\":%" PRIu64 ",\"durable\":%" PRIu64 "}",
+		 commit_last_lsn(cm), journal_durable_lsn(r->node.journal));
+	rc = exchange(f, c, REPL_MSG_HELLO, body, 10000, resp, &re, &plain, &plen, err,
+		      sizeof(err));
+	if (rc < 0) {
+		set_state(f, rc == -EACCES || rc == -EBADMSG || rc == -ESTALE ? "refused"
+										: "connecting",
+			  "%s", err);
+		return rc;
+	}
+	if ((code = answer_error(&re, plain, plen, msg, sizeof(msg)))) {
+		set_state(f, "refused", "%s", msg);
+		return -EPROTO;
+	}
+	o = json_loadb((const char *)plain, plen, 0, NULL);
+	const char *hex = json_string_value(json_object_get(o, "session"));
+	if (re.type != REPL_MSG_WELCOME || !hex ||
+	    sodium_hex2bin(sid, sizeof(sid), hex, strlen(hex), NULL, &sidlen, NULL) != 0 ||
+	    sidlen != REPL_ID_BYTES) {
+		json_decref(o);
+		set_state(f, "refused", "the master's welcome is malformed");
+		return -EPROTO;
+	}
+	uint64_t epoch = jget(o, "epoch");
+	json_decref(o);
+	if (epoch > r->node.st->epoch) {
+		/* Following a newer master: remember its epoch before taking any of its
+		 * records, so an older one is refused from now on. */
+		pthread_mutex_lock(&cm->order_lock);
+		rc = store_epoch_write(r->node.st, epoch);
+		if (rc == 0)
+			cm->epoch = epoch;
+		pthread_mutex_unlock(&cm->order_lock);
+		if (rc < 0) {
+			set_state(f, "refused", "cannot record epoch %" PRIu64 ": %s", epoch,
+				  strerror(-rc));
+			return rc;
+		}
+	}
+	pthread_mutex_lock(&f->lock);
+	memcpy(f->session, sid, REPL_ID_BYTES);
+	f->have_session = 1;
+	f->master_epoch = epoch;
+	pthread_mutex_unlock(&f->lock);
+	return 0;
+}
+
+static void queue_drop(struct repl_follower *f)
+{
+	while (f->head) {
+		struct batch *b = f->head;
+		f->head = b->next;
+		free(b->buf);
+		free(b);
+	}
+	f->tail = NULL;
+	f->queued_bytes = 0;
+}
+
+/* ---- snapshot install ------------------------------------------------------ */
+
+static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *resp)
+{
+	struct replicator *r = f->r;
+	struct commit *cm = r->node.commit;
+	struct snapshot_install *in = NULL;
+	uint8_t bind[REPL_ID_BYTES + 8];
+	uint64_t lsn = 0, epoch = 0, next_counter;
+	struct repl_env re;
+	uint8_t *plain;
+	size_t plen;
+	char err[300];
+	int rc, old_fd = -1;
+	uint64_t t0 = time_mono_ns();
+
+	/* Everything received before must be applied first: the snapshot
+	 * replaces the tree those records were going to. */
+	pthread_mutex_lock(&f->lock);
+	while (!f->stop && (f->head || f->applying))
+		pthread_cond_wait(&f->cond, &f->lock);
+	next_counter = f->counter + 1;
+	pthread_mutex_unlock(&f->lock);
+	if (f->stop)
+		return -EINTR;
+	set_state(f, "snapshot", NULL);
+	log_info("the master no longer keeps LSN %" PRIu64 ": receiving a snapshot",
+		 commit_last_lsn(cm) + 1);
+	next_counter = htole64(next_counter);
+	memcpy(bind, f->session, REPL_ID_BYTES);
+	memcpy(bind + REPL_ID_BYTES, &next_counter, 8);
+	rc = snapshot_install_begin(r->node.st, r->o.key, bind, sizeof(bind), &in);
+	if (rc < 0) {
+		set_state(f, "snapshot", "cannot start a snapshot install: %s", strerror(-rc));
+		return rc;
+	}
+	resp->install = in;
+	resp->install_rc = 0;
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+	rc = exchange(f, c, REPL_MSG_SNAPSHOT, NULL, 0, resp, &re, &plain, &plen, err,
+		      sizeof(err));
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 0L);
+	resp->install = NULL;
+	if (rc == 0 && strncmp(resp->ctype, "application/x-replfs-snapshot", 29) != 0) {
+		snprintf(err, sizeof(err), "the master did not send a snapshot");
+		rc = -EPROTO;
+	}
+	if (rc == 0)
+		rc = snapshot_install_end(in, &lsn, &epoch);
+	else
+		snapshot_install_abort(in);
+	if (rc < 0) {
+		set_state(f, "snapshot", "snapshot transfer failed: %s",
+			  err[0] ? err : strerror(-rc));
+		return rc;
+	}
+	/* Swap the trees with the apply step stopped and readers held off. */
+	pthread_mutex_lock(&cm->order_lock);
+	if (r->node.apply_lock)
+		pthread_rwlock_wrlock(r->node.apply_lock);
+	rc = snapshot_install_swap(r->node.st, r->node.journal, &old_fd);
+	if (rc == 0) {
+		cm->next_lsn = lsn + 1;
+		cm->apply.datafd = r->node.st->datafd;
+		if (epoch > cm->epoch)
+			cm->epoch = epoch;
+	}
+	if (r->node.apply_lock)
+		pthread_rwlock_unlock(r->node.apply_lock);
+	pthread_mutex_unlock(&cm->order_lock);
+	if (rc < 0) {
+		set_state(f, "snapshot", "cannot install the snapshot: %s", strerror(-rc));
+		return rc;
+	}
+	if (r->node.data_swapped)
+		r->node.data_swapped(r->node.cb_arg, r->node.st->datafd, old_fd);
+	atomic_fetch_add(&r->snapshots_received, 1);
+	pthread_mutex_lock(&f->lock);
+	f->durable = lsn;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+	log_info("installed a snapshot at LSN %" PRIu64 " (epoch %" PRIu64 ") in %.1f s", lsn,
+		 epoch, (double)(time_mono_ns() - t0) / 1e9);
+	return 0;
+}
+
+/* ---- fetch thread ------------------------------------------------------------ */
+
+static void *fetch_main(void *arg)
+{
+	struct repl_follower *f = arg;
+	struct replicator *r = f->r;
+	struct http_buf resp = { .max = RESP_MAX };
+	struct curl_slist *hdrs = NULL;
+	CURL *c = http_new(f, &hdrs);
+	uint64_t next = commit_last_lsn(r->node.commit) + 1;
+	unsigned backoff_ms = 100;
+
+	while (c) {
+		struct repl_env re;
+		uint8_t *plain;
+		size_t plen;
+		char err[300], msg[256], body[160];
+		const char *code;
+		int rc;
+
+		pthread_mutex_lock(&f->lock);
+		while (!f->stop && f->queued_bytes >= REPL_QUEUE_BYTES)
+			pthread_cond_wait(&f->cond, &f->lock);
+		if (f->reset) {
+			/* The applier refused a batch: forget what is queued and start
+			 * again from what is applied, in a fresh session. */
+			queue_drop(f);
+			while (f->applying)
+				pthread_cond_wait(&f->cond, &f->lock);
+			f->reset = 0;
+			f->have_session = 0;
+			next = commit_last_lsn(r->node.commit) + 1;
+		}
+		int stop = f->stop, have = f->have_session;
+		uint64_t durable = f->durable;
+		pthread_mutex_unlock(&f->lock);
+		if (stop)
+			break;
+		if (!have) {
+			if (say_hello(f, c, &resp) < 0) {
+				usleep(backoff_ms * 1000);
+				backoff_ms = backoff_ms < 2000 ? backoff_ms * 2 : 2000;
+				continue;
+			}
+			backoff_ms = 100;
+		}
+		snprintf(body, sizeof(body),
+			 "{\"from\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"wait_ms\":%d}", next,
+			 durable, POLL_MS);
+		rc = exchange(f, c, REPL_MSG_FETCH, body, POLL_MS + 15000, &resp, &re, &plain,
+			      &plen, err, sizeof(err));
+		if (rc < 0) {
+			pthread_mutex_lock(&f->lock);
+			f->have_session = 0;
+			pthread_mutex_unlock(&f->lock);
+			set_state(f, rc == -EACCES || rc == -EBADMSG || rc == -ESTALE ? "refused"
+											  : "connecting",
+				  "%s", err);
+			usleep(backoff_ms * 1000);
+			backoff_ms = backoff_ms < 2000 ? backoff_ms * 2 : 2000;
+			continue;
+		}
+		if ((code = answer_error(&re, plain, plen, msg, sizeof(msg)))) {
+			if (!strcmp(code, "session")) {
+				pthread_mutex_lock(&f->lock);
+				f->have_session = 0;
+				pthread_mutex_unlock(&f->lock);
+				continue;
+			}
+			if (!strcmp(code, "snapshot_needed")) {
+				if (install_snapshot(f, c, &resp) == 0) {
+					next = commit_last_lsn(r->node.commit) + 1;
+					backoff_ms = 100;
+				} else {
+					usleep(1000 * 1000);
+				}
+				continue;
+			}
+			set_state(f, "refused", "%s", msg);
+			usleep(2000 * 1000);
+			continue;
+		}
+		struct repl_batch_head h;
+		if (re.type != REPL_MSG_BATCH || repl_batch_head_get(plain, plen, &h) < 0 ||
+		    h.first_lsn != next) {
+			set_state(f, "refused", "the master sent a malformed batch");
+			pthread_mutex_lock(&f->lock);
+			f->have_session = 0;
+			pthread_mutex_unlock(&f->lock);
+			usleep(backoff_ms * 1000);
+			continue;
+		}
+		backoff_ms = 100;
+		pthread_mutex_lock(&f->lock);
+		f->master_lsn = h.master_lsn;
+		f->master_epoch = h.master_epoch;
+		f->master_time_ns = h.master_time_ns;
+		pthread_mutex_unlock(&f->lock);
+		set_state(f, h.master_lsn - (next + h.nrec - 1) > 4096 ? "catching_up" : "streaming",
+			  NULL);
+		if (!h.nrec)
+			continue;
+		struct batch *b = malloc(sizeof(*b));
+		if (!b) {
+			usleep(100 * 1000);
+			continue;
+		}
+		/* The batch keeps the response buffer; a new one is made for the next. */
+		b->buf = resp.data;
+		b->recs = plain + REPL_BATCH_HEAD;
+		b->len = plen - REPL_BATCH_HEAD;
+		b->h = h;
+		b->next = NULL;
+		resp.data = NULL;
+		resp.cap = resp.len = 0;
+		next += h.nrec;
+		pthread_mutex_lock(&f->lock);
+		if (f->tail)
+			f->tail->next = b;
+		else
+			f->head = b;
+		f->tail = b;
+		f->queued_bytes += b->len;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+	}
+	free(resp.data);
+	if (c)
+		curl_easy_cleanup(c);
+	curl_slist_free_all(hdrs);
+	return NULL;
+}
+
+/* ---- apply thread -------------------------------------------------------------- */
+
+static int apply_batch(struct repl_follower *f, struct batch *b)
+{
+	struct replicator *r = f->r;
+	struct commit *cm = r->node.commit;
+	size_t pos = 0;
+	uint64_t last = 0, prev_epoch = 0;
+
+	for (uint32_t i = 0; i < b->h.nrec; i++) {
+		struct rec rec;
+		ssize_t n = rec_decode(b->recs + pos, b->len - pos, b->h.salt, &rec);
+		int rc;
+
+		if (n < 0) {
+			pthread_mutex_lock(&r->state.lock);
+			r->state.refused_path++;
+			pthread_mutex_unlock(&r->state.lock);
+			log_error("refused a batch from the master: record %u after LSN %" PRIu64
+				  " fails its checks (checksum, or a path outside the data "
+				  "directory); nothing of it was applied",
+				  i, b->h.first_lsn + i - 1);
+			return -EBADMSG;
+		}
+		pos += (size_t)n;
+		if (rec.lsn <= commit_last_lsn(cm))
+			continue; /* already have it (a resent batch) */
+		if (rec.epoch > b->h.master_epoch || rec.epoch < prev_epoch) {
+			pthread_mutex_lock(&r->state.lock);
+			r->state.refused_epoch++;
+			pthread_mutex_unlock(&r->state.lock);
+			log_error("refused LSN %" PRIu64 " of epoch %" PRIu64
+				  ": out of order with the master's epoch %" PRIu64,
+				  rec.lsn, rec.epoch, b->h.master_epoch);
+			return -ESTALE;
+		}
+		prev_epoch = rec.epoch;
+		if (r->node.apply_lock)
+			pthread_rwlock_wrlock(r->node.apply_lock);
+		rc = commit_op(cm, &rec, -1, NULL);
+		if (r->node.apply_lock)
+			pthread_rwlock_unlock(r->node.apply_lock);
+		if (rc == -EPROTO) {
+			log_error("LSN %" PRIu64 " arrived out of order (expected %" PRIu64 ")",
+				  rec.lsn, commit_last_lsn(cm) + 1);
+			return -EPROTO;
+		}
+		if (rc < 0 && cm->sticky_err) {
+			log_error("cannot apply LSN %" PRIu64 ": %s; this slave stops following until "
+				  "it is remounted",
+				  rec.lsn, strerror(-rc));
+			return -EIO;
+		}
+		last = rec.lsn;
+		if (r->node.invalidate)
+			r->node.invalidate(r->node.cb_arg, &rec);
+	}
+	if (last) {
+		int rc = journal_sync(r->node.journal, last);
+		if (rc < 0) {
+			log_error("cannot make the journal durable: %s", strerror(-rc));
+			return -EIO;
+		}
+		pthread_mutex_lock(&f->lock);
+		f->durable = last;
+		f->batch_time_ns = b->h.master_time_ns;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+	}
+	return 0;
+}
+
+static void *apply_main(void *arg)
+{
+	struct repl_follower *f = arg;
+
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		while (!f->stop && !f->head)
+			pthread_cond_wait(&f->cond, &f->lock);
+		if (f->stop)
+			break;
+		struct batch *b = f->head;
+		f->head = b->next;
+		if (!f->head)
+			f->tail = NULL;
+		f->queued_bytes -= b->len;
+		f->applying = 1;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+
+		int rc = apply_batch(f, b);
+		free(b->buf);
+		free(b);
+
+		pthread_mutex_lock(&f->lock);
+		f->applying = 0;
+		if (rc == -EIO) {
+			snprintf(f->state, sizeof(f->state), "failed");
+			snprintf(f->last_error, sizeof(f->last_error),
+				 "cannot apply records (see the log); remount to recover");
+			queue_drop(f);
+			f->stop = 1;
+		} else if (rc < 0) {
+			snprintf(f->state, sizeof(f->state), "refused");
+			snprintf(f->last_error, sizeof(f->last_error),
+				 "refused a batch that failed its checks (see the log)");
+			f->reset = 1;
+			queue_drop(f);
+		}
+		pthread_cond_broadcast(&f->cond);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+/* ---- ack thread ----------------------------------------------------------------- */
+
+static void *ack_main(void *arg)
+{
+	struct repl_follower *f = arg;
+	struct http_buf resp = { .max = 1 << 20 };
+	struct curl_slist *hdrs = NULL;
+	CURL *c = http_new(f, &hdrs);
+
+	pthread_mutex_lock(&f->lock);
+	while (c) {
+		while (!f->stop && (!f->have_session || f->durable <= f->acked_sent))
+			pthread_cond_wait(&f->cond, &f->lock);
+		if (f->stop)
+			break;
+		uint64_t durable = f->durable;
+		pthread_mutex_unlock(&f->lock);
+
+		char body[64], err[300];
+		struct repl_env re;
+		uint8_t *plain;
+		size_t plen;
+		snprintf(body, sizeof(body), "{\"acked\":%" PRIu64 "}", durable);
+		int rc = exchange(f, c, REPL_MSG_ACK, body, 5000, &resp, &re, &plain, &plen, err,
+				  sizeof(err));
+		pthread_mutex_lock(&f->lock);
+		if (rc == 0 && re.type == REPL_MSG_ACKED) {
+			if (durable > f->acked_sent)
+				f->acked_sent = durable;
+		} else {
+			/* The next fetch carries the acknowledgement too; retry soon. */
+			pthread_mutex_unlock(&f->lock);
+			usleep(100 * 1000);
+			pthread_mutex_lock(&f->lock);
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	free(resp.data);
+	if (c)
+		curl_easy_cleanup(c);
+	curl_slist_free_all(hdrs);
+	return NULL;
+}
+
+/* ---- lifecycle and status -------------------------------------------------------- */
+
+int repl_follower_start(struct replicator *r, char *err, size_t errlen)
+{
+	struct repl_follower *f = calloc(1, sizeof(*f));
+	size_t n;
+
+	if (!f)
+		return -ENOMEM;
+	f->r = r;
+	n = strlen(r->o.master_url);
+	while (n && r->o.master_url[n - 1] == '/')
+		n--;
+	snprintf(f->url, sizeof(f->url), "%.*s%s", (int)n, r->o.master_url, REPL_PATH);
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->cond, NULL);
+	snprintf(f->state, sizeof(f->state), "connecting");
+	f->durable = f->acked_sent = journal_durable_lsn(r->node.journal);
+	r->follower = f;
+	if (pthread_create(&f->apply_thread, NULL, apply_main, f) != 0)
+		goto fail;
+	f->threads = 1;
+	if (pthread_create(&f->ack_thread, NULL, ack_main, f) != 0)
+		goto fail;
+	f->threads = 2;
+	if (pthread_create(&f->fetch_thread, NULL, fetch_main, f) != 0)
+		goto fail;
+	f->threads = 3;
+	return 0;
+fail:
+	snprintf(err, errlen, "cannot start the replication threads");
+	repl_follower_stop(r);
+	return -EAGAIN;
+}
+
+void repl_follower_stop(struct replicator *r)
+{
+	struct repl_follower *f = r->follower;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->stop = 1;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+	/* A long poll in flight ends within POLL_MS. */
+	if (f->threads >= 3)
+		pthread_join(f->fetch_thread, NULL);
+	if (f->threads >= 2)
+		pthread_join(f->ack_thread, NULL);
+	if (f->threads >= 1)
+		pthread_join(f->apply_thread, NULL);
+	queue_drop(f);
+	pthread_mutex_destroy(&f->lock);
+	pthread_cond_destroy(&f->cond);
+	free(f);
+	r->follower = NULL;
+}
+
+void *repl_follower_status(struct replicator *r)
+{
+	struct repl_follower *f = r->follower;
+	uint64_t applied = commit_last_lsn(r->node.commit), lag_ms = 0;
+	json_t *o;
+
+	if (!f)
+		return json_null();
+	pthread_mutex_lock(&f->lock);
+	if (f->master_lsn > applied && f->batch_time_ns) {
+		uint64_t now = time_now_ns();
+		lag_ms = now > f->batch_time_ns ? (now - f->batch_time_ns) / 1000000 : 0;
+	}
+	o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "url", r->o.master_url, "state",
+		      f->state, "master_lsn", (json_int_t)f->master_lsn, "master_epoch",
+		      (json_int_t)f->master_epoch, "lag_records",
+		      (json_int_t)(f->master_lsn > applied ? f->master_lsn - applied : 0), "lag_ms",
+		      (json_int_t)lag_ms, "last_error", f->last_error);
+	pthread_mutex_unlock(&f->lock);
+	return o;
+}
