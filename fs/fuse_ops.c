@@ -96,8 +96,14 @@ static int getattr_unguarded(const char *path, struct stat *st, struct fuse_file
 		rc = fstatat(ctx()->datafd, rel_at(path), st, AT_SYMLINK_NOFOLLOW);
 	if (rc < 0)
 		return -errno;
-	if (st->st_nlink > 1 && !S_ISDIR(st->st_mode))
-		links_note(st->st_ino, path);
+	if (st->st_nlink > 1 && !S_ISDIR(st->st_mode)) {
+		/* A snapshot being sent to a slave holds extra links to files. */
+		unsigned extra = repl_snapshot_links(ctx()->repl, st->st_ino);
+		if (extra && st->st_nlink > extra)
+			st->st_nlink -= extra;
+		if (st->st_nlink > 1)
+			links_note(st->st_ino, path);
+	}
 	return 0;
 }
 
@@ -203,6 +209,10 @@ static int readdir_unguarded(const char *path, void *buf, fuse_fill_dir_t filler
 		if ((flags & FUSE_READDIR_PLUS) &&
 		    fstatat(dirfd(d->dp), d->entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 			fill = FUSE_FILL_DIR_PLUS;
+			unsigned extra = S_ISREG(st.st_mode)
+						 ? repl_snapshot_links(ctx()->repl, st.st_ino) : 0;
+			if (extra && st.st_nlink > extra)
+				st.st_nlink -= extra;
 		} else {
 			memset(&st, 0, sizeof(st));
 			st.st_ino = d->entry->d_ino;

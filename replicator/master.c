@@ -353,6 +353,7 @@ static void snap_send_free(void *cls)
 	pthread_mutex_unlock(&r->state.lock);
 	pthread_mutex_lock(&r->snap_lock);
 	if (--r->snap_users == 0) {
+		atomic_store(&r->snap_live, 0);
 		snapshot_put(r->snap);
 		r->snap = NULL;
 	}
@@ -379,8 +380,10 @@ static enum MHD_Result on_snapshot(struct replicator *r, struct MHD_Connection *
 			log_info("snapshot taken at LSN %" PRIu64 " for a slave",
 				 snapshot_lsn(r->snap));
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		r->snap_users++;
+		atomic_store(&r->snap_live, 1);
+	}
 	pthread_mutex_unlock(&r->snap_lock);
 	if (rc < 0) {
 		free(ss);
@@ -738,4 +741,17 @@ void repl_master_stop(struct replicator *r)
 	}
 	for (int i = 0; i < REPL_SLAVES_MAX; i++)
 		journal_cursor_close(&r->slots[i].cur);
+}
+
+unsigned repl_snapshot_links(struct replicator *r, uint64_t ino)
+{
+	unsigned n = 0;
+
+	if (!r || !atomic_load(&r->snap_live))
+		return 0;
+	pthread_mutex_lock(&r->snap_lock);
+	if (r->snap)
+		n = snapshot_extra_links(r->snap, ino);
+	pthread_mutex_unlock(&r->snap_lock);
+	return n;
 }

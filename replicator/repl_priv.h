@@ -43,6 +43,7 @@ struct replicator {
 	pthread_mutex_t snap_lock;
 	struct snapshot *snap;   /* shared by slaves receiving one */
 	int snap_users;
+	_Atomic int snap_live;   /* r->snap != NULL, read without snap_lock */
 	int hk_started;
 
 	/* slave */

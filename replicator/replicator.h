@@ -212,6 +212,9 @@ void repl_note_commit(struct replicator *r, uint64_t lsn, uint64_t bytes);
 /* Sync mode: returns once lsn is durable on enough slaves (or degraded). */
 int repl_wait_replicated(struct replicator *r, uint64_t lsn);
 int repl_strict(const struct replicator *r);
+/* Links a snapshot being sent holds to inode ino: the master's getattr
+ * hides them, so st_nlink stays what the application made it. */
+unsigned repl_snapshot_links(struct replicator *r, uint64_t ino);
 /* checkpoint_opts.slave_needs */
 int repl_slave_needs(void *arg, struct retention_slave *out, int max, uint64_t *max_bytes);
 
