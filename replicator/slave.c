@@ -87,7 +87,8 @@ static void set_state(struct repl_follower *f, const char *state, const char *fm
 		va_end(ap);
 	}
 	pthread_mutex_lock(&f->lock);
-	int changed = strcmp(f->state, state) != 0 || (fmt && strcmp(f->last_error, msg) != 0);
+	int changed = !f->stop &&
+		      (strcmp(f->state, state) != 0 || (fmt && strcmp(f->last_error, msg) != 0));
 	snprintf(f->state, sizeof(f->state), "%s", state);
 	if (fmt)
 		snprintf(f->last_error, sizeof(f->last_error), "%s", msg);
@@ -146,6 +147,22 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* An unmount must not wait for a long poll (or a snapshot) to end. */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	struct repl_follower *f = arg;
+	int stop;
+
+	(void)dt;
+	(void)dn;
+	(void)ut;
+	(void)un;
+	pthread_mutex_lock(&f->lock);
+	stop = f->stop;
+	pthread_mutex_unlock(&f->lock);
+	return stop;
+}
+
 static CURL *http_new(struct repl_follower *f, struct curl_slist **hdrs)
 {
 	CURL *c = curl_easy_init();
@@ -163,6 +180,9 @@ static CURL *http_new(struct repl_follower *f, struct curl_slist **hdrs)
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
 	return c;
 }
 
