@@ -127,17 +127,44 @@ static enum MHD_Result on_hello(struct replicator *r, struct MHD_Connection *con
 	uint8_t session[REPL_ID_BYTES];
 	uint64_t first = journal_first_lsn(r->node.journal);
 
-	for (int i = 0; i < REPL_HELLO_MEMORY; i++) {
-		if (!memcmp(r->hello_seen[i], e->session, REPL_ID_BYTES)) {
-			pthread_mutex_lock(&s->lock);
-			s->refused_replay++;
-			pthread_mutex_unlock(&s->lock);
-			log_warn("refused a replayed hello from %s", peer);
-			return refuse(conn, "refused: replayed request\n");
-		}
+	/* A session opens only with a challenge this process handed out and
+	 * that was not used yet: a first HELLO gets one, the second spends it. */
+	const char *chex = json_string_value(json_object_get(msg, "challenge"));
+	uint8_t ch[REPL_ID_BYTES];
+	size_t chlen = 0;
+	uint64_t now_ns = time_mono_ns();
+	if (!chex) {
+		pthread_mutex_lock(&s->lock);
+		int slot = r->challenge_next;
+		r->challenge_next = (slot + 1) % REPL_CHALLENGES;
+		randombytes_buf(r->challenge[slot], REPL_ID_BYTES);
+		r->challenge_ns[slot] = now_ns;
+		sodium_bin2hex(hex, sizeof(hex), r->challenge[slot], REPL_ID_BYTES);
+		pthread_mutex_unlock(&s->lock);
+		return reply_json(r, conn, REPL_MSG_ERROR, e,
+				  json_pack("{s:s, s:s, s:s}", "error", "challenge", "message",
+					    "say hello with this challenge", "challenge", hex));
 	}
-	memcpy(r->hello_seen[r->hello_next], e->session, REPL_ID_BYTES);
-	r->hello_next = (r->hello_next + 1) % REPL_HELLO_MEMORY;
+	int found = 0;
+	if (sodium_hex2bin(ch, sizeof(ch), chex, strlen(chex), NULL, &chlen, NULL) == 0 &&
+	    chlen == REPL_ID_BYTES) {
+		pthread_mutex_lock(&s->lock);
+		for (int i = 0; i < REPL_CHALLENGES && !found; i++) {
+			if (r->challenge_ns[i] && now_ns - r->challenge_ns[i] < REPL_CHALLENGE_NS &&
+			    sodium_memcmp(r->challenge[i], ch, REPL_ID_BYTES) == 0) {
+				r->challenge_ns[i] = 0; /* spent */
+				found = 1;
+			}
+		}
+		if (!found)
+			s->refused_replay++;
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (!found) {
+		log_warn("refused a hello from %s: its challenge is unknown, used or expired "
+			 "(a replayed request?)", peer);
+		return refuse(conn, "refused: replayed request\n");
+	}
 	randombytes_buf(session, sizeof(session));
 
 	pthread_mutex_lock(&s->lock);

@@ -12,7 +12,8 @@
 #define REPL_REQ_MAX (1u << 20)          /* largest control request body */
 #define REPL_BATCH_BYTES (8u << 20)      /* records per batch, normally */
 #define REPL_POLL_MS_MAX 2000u           /* longest long poll */
-#define REPL_HELLO_MEMORY 256            /* recent hello challenges kept */
+#define REPL_CHALLENGES 64               /* hello challenges outstanding */
+#define REPL_CHALLENGE_NS (30ull * 1000000000ull) /* and how long one is good */
 
 /* Per-slave fetch state on the master: one journal cursor and buffer. */
 struct repl_fetch_slot {
@@ -38,8 +39,12 @@ struct replicator {
 
 	/* master */
 	struct repl_fetch_slot slots[REPL_SLAVES_MAX];
-	uint8_t hello_seen[REPL_HELLO_MEMORY][REPL_ID_BYTES];
-	int hello_next;
+	/* Challenges handed out for HELLOs (state.lock): each is good once, for
+	 * REPL_CHALLENGE_NS, and only in this process, so a captured HELLO can
+	 * never open a session again, not even after a restart. */
+	uint8_t challenge[REPL_CHALLENGES][REPL_ID_BYTES];
+	uint64_t challenge_ns[REPL_CHALLENGES];
+	int challenge_next;
 	pthread_mutex_t snap_lock;
 	struct snapshot *snap;   /* shared by slaves receiving one */
 	int snap_users;

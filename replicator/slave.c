@@ -308,24 +308,49 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 	struct repl_env re;
 	uint8_t *plain, sid[REPL_ID_BYTES];
 	size_t plen, sidlen = 0;
-	char err[300], body[256], msg[256];
+	char err[300], body[320], msg[256];
 	const char *code;
 	json_t *o;
 	int rc;
 
-	snprintf(body, sizeof(body), "{\"applied\":%" PRIu64 ",\"durable\":%" PRIu64 "}",
-		 commit_last_lsn(cm), journal_durable_lsn(r->node.journal));
-	rc = exchange(f, c, REPL_MSG_HELLO, body, 10000, resp, &re, &plain, &plen, err,
-		      sizeof(err));
-	if (rc < 0) {
-		set_state(f, rc == -EACCES || rc == -EBADMSG || rc == -ESTALE ? "refused"
-										: "connecting",
-			  "%s", err);
-		return rc;
-	}
-	if ((code = answer_error(&re, plain, plen, msg, sizeof(msg)))) {
-		set_state(f, "refused", "%s", msg);
-		return -EPROTO;
+	/* First hello: the master hands out a one-time challenge; the second
+	 * hello, carrying it, opens the session. */
+	char challenge[REPL_ID_BYTES * 2 + 1] = "";
+	for (int round = 0; round < 2; round++) {
+		if (challenge[0])
+			snprintf(body, sizeof(body),
+				 "{\"applied\":%" PRIu64 ",\"durable\":%" PRIu64
+				 ",\"challenge\":\"%s\"}",
+				 commit_last_lsn(cm), journal_durable_lsn(r->node.journal), challenge);
+		else
+			snprintf(body, sizeof(body),
+				 "{\"applied\":%" PRIu64 ",\"durable\":%" PRIu64 "}",
+				 commit_last_lsn(cm), journal_durable_lsn(r->node.journal));
+		rc = exchange(f, c, REPL_MSG_HELLO, body, 10000, resp, &re, &plain, &plen, err,
+			      sizeof(err));
+		if (rc < 0) {
+			set_state(f,
+				  rc == -EACCES || rc == -EBADMSG || rc == -ESTALE ? "refused"
+										   : "connecting",
+				  "%s", err);
+			return rc;
+		}
+		if (!(code = answer_error(&re, plain, plen, msg, sizeof(msg))))
+			break;
+		if (strcmp(code, "challenge") != 0 || round == 1) {
+			set_state(f, "refused", "%s", msg);
+			return -EPROTO;
+		}
+		o = json_loadb((const char *)plain, plen, 0, NULL);
+		snprintf(challenge, sizeof(challenge), "%s",
+			 json_string_value(json_object_get(o, "challenge"))
+				 ? json_string_value(json_object_get(o, "challenge"))
+				 : "");
+		json_decref(o);
+		if (strlen(challenge) != REPL_ID_BYTES * 2) {
+			set_state(f, "refused", "the master's challenge is malformed");
+			return -EPROTO;
+		}
 	}
 	o = json_loadb((const char *)plain, plen, 0, NULL);
 	const char *hex = json_string_value(json_object_get(o, "session"));
@@ -610,9 +635,9 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 			pthread_mutex_lock(&r->state.lock);
 			r->state.refused_path++;
 			pthread_mutex_unlock(&r->state.lock);
-			log_error("refused a batch from the master: record %u after LSN %" PRIu64
-				  " fails its checks (checksum, or a path outside the data "
-				  "directory); nothing of it was applied",
+			log_error("refused a batch from the master: its record %u (after LSN %" PRIu64
+				  ") fails its checks (checksum, or a path outside the data "
+				  "directory); the records before it were applied, nothing from it on",
 				  i, b->h.first_lsn + i - 1);
 			return -EBADMSG;
 		}

@@ -14,9 +14,11 @@
  *   Bytes [0, 56) are the additional data: header fields cannot be changed.
  *
  * REPLAY: the master keeps, per slave session, the highest request counter
- * seen and refuses any request that does not exceed it; a session starts with
- * a HELLO whose random challenge the master remembers (recent ones), so a
- * captured HELLO cannot open a second session. A response carries its
+ * seen and a window below it (repl_replay_check) and refuses a counter seen
+ * before. A session opens with two HELLOs: the first is answered with a
+ * one-time challenge (an ERROR "challenge"), the second must carry it; the
+ * master remembers the challenges it handed out in memory only, so a captured
+ * HELLO can never open a session again, not even after a restart. A response carries its
  * request's session and counter and a different type, so a captured response
  * is refused by any later request of the slave (which never reuses a counter)
  * and cannot pass for a request.
