@@ -62,13 +62,6 @@ const char *rec_op_name(unsigned op)
 	return op < REC_OP_MAX ? op_names[op] : "?";
 }
 
-static void put16(uint8_t *p, uint16_t v) { v = htole16(v); memcpy(p, &v, 2); }
-static void put32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
-static uint16_t get16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return le16toh(v); }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
-static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
-
 static size_t str_size(const char *s)
 {
 	return s ? strlen(s) + 1 : 0;
@@ -114,7 +107,7 @@ static int put_str(uint8_t *head, size_t *pos, uint8_t *lenp, const char *s, int
 	size_t n;
 
 	if (!s) {
-		put16(lenp, STR_ABSENT);
+		le_put16(lenp, STR_ABSENT);
 		return 0;
 	}
 	n = strlen(s);
@@ -127,7 +120,7 @@ static int put_str(uint8_t *head, size_t *pos, uint8_t *lenp, const char *s, int
 	} else if (n >= PATH_MAX) {
 		return -ENAMETOOLONG;
 	}
-	put16(lenp, (uint16_t)n);
+	le_put16(lenp, (uint16_t)n);
 	memcpy(head + *pos, s, n + 1);
 	*pos += n + 1;
 	return 0;
@@ -146,29 +139,29 @@ ssize_t rec_encode(const struct rec *r, uint64_t salt, uint8_t *head, size_t hea
 		return -EINVAL;
 	total = align_up(hlen + r->data_len);
 	memset(head, 0, REC_HEAD_FIXED);
-	put32(head + 8, (uint32_t)total);
-	put16(head + 12, r->op);
-	put16(head + 14, r->flags);
-	put64(head + 16, r->lsn);
-	put64(head + 24, r->epoch);
-	put64(head + 32, r->time_ns);
-	put32(head + 40, r->mode);
-	put32(head + 44, r->uid);
-	put32(head + 48, r->gid);
-	put32(head + 52, r->arg);
-	put64(head + 56, r->rdev);
-	put64(head + 64, r->off);
-	put64(head + 72, r->len);
-	put64(head + 80, (uint64_t)r->atime_sec);
-	put64(head + 88, (uint64_t)r->mtime_sec);
-	put32(head + 96, r->atime_nsec);
-	put32(head + 100, r->mtime_nsec);
-	put32(head + 112, r->data_len);
+	le_put32(head + 8, (uint32_t)total);
+	le_put16(head + 12, r->op);
+	le_put16(head + 14, r->flags);
+	le_put64(head + 16, r->lsn);
+	le_put64(head + 24, r->epoch);
+	le_put64(head + 32, r->time_ns);
+	le_put32(head + 40, r->mode);
+	le_put32(head + 44, r->uid);
+	le_put32(head + 48, r->gid);
+	le_put32(head + 52, r->arg);
+	le_put64(head + 56, r->rdev);
+	le_put64(head + 64, r->off);
+	le_put64(head + 72, r->len);
+	le_put64(head + 80, (uint64_t)r->atime_sec);
+	le_put64(head + 88, (uint64_t)r->mtime_sec);
+	le_put32(head + 96, r->atime_nsec);
+	le_put32(head + 100, r->mtime_nsec);
+	le_put32(head + 112, r->data_len);
 	if ((rc = put_str(head, &pos, head + 104, r->path, 1)) < 0 ||
 	    (rc = put_str(head, &pos, head + 106, r->path2, r->op == REC_SYMLINK ? 2 : 1)) < 0 ||
 	    (rc = put_str(head, &pos, head + 108, r->name, 0)) < 0)
 		return rc;
-	put64(head, rec_checksum(head, hlen, r->data, r->data_len, total - hlen - r->data_len,
+	le_put64(head, rec_checksum(head, hlen, r->data, r->data_len, total - hlen - r->data_len,
 				 salt));
 	return (ssize_t)hlen;
 }
@@ -200,42 +193,42 @@ ssize_t rec_decode(const uint8_t *buf, size_t avail, uint64_t salt, struct rec *
 
 	if (avail < 12)
 		return -EAGAIN;
-	total = get32(buf + 8);
+	total = le_get32(buf + 8);
 	if (total < REC_HEAD_FIXED || total % REC_ALIGN ||
 	    total > REC_MAX_DATA + REC_HEAD_FIXED + 3 * (PATH_MAX + 1) + REC_ALIGN)
 		return -EBADMSG;
 	if (total > avail)
 		return -EAGAIN;
-	if (XXH3_64bits_withSeed(buf + 8, total - 8, salt) != get64(buf))
+	if (XXH3_64bits_withSeed(buf + 8, total - 8, salt) != le_get64(buf))
 		return -EBADMSG;
-	op = get16(buf + 12);
+	op = le_get16(buf + 12);
 	if (op >= REC_OP_MAX)
 		return -EBADMSG;
 	memset(r, 0, sizeof(*r));
 	r->op = op;
-	r->flags = get16(buf + 14);
-	r->lsn = get64(buf + 16);
-	r->epoch = get64(buf + 24);
-	r->time_ns = get64(buf + 32);
-	r->mode = get32(buf + 40);
-	r->uid = get32(buf + 44);
-	r->gid = get32(buf + 48);
-	r->arg = get32(buf + 52);
-	r->rdev = get64(buf + 56);
-	r->off = get64(buf + 64);
-	r->len = get64(buf + 72);
-	r->atime_sec = (int64_t)get64(buf + 80);
-	r->mtime_sec = (int64_t)get64(buf + 88);
-	r->atime_nsec = get32(buf + 96);
-	r->mtime_nsec = get32(buf + 100);
-	data_len = get32(buf + 112);
-	if ((n = get_str(buf, pos, total, get16(buf + 104), &r->path, 1)) < 0 || !r->path)
+	r->flags = le_get16(buf + 14);
+	r->lsn = le_get64(buf + 16);
+	r->epoch = le_get64(buf + 24);
+	r->time_ns = le_get64(buf + 32);
+	r->mode = le_get32(buf + 40);
+	r->uid = le_get32(buf + 44);
+	r->gid = le_get32(buf + 48);
+	r->arg = le_get32(buf + 52);
+	r->rdev = le_get64(buf + 56);
+	r->off = le_get64(buf + 64);
+	r->len = le_get64(buf + 72);
+	r->atime_sec = (int64_t)le_get64(buf + 80);
+	r->mtime_sec = (int64_t)le_get64(buf + 88);
+	r->atime_nsec = le_get32(buf + 96);
+	r->mtime_nsec = le_get32(buf + 100);
+	data_len = le_get32(buf + 112);
+	if ((n = get_str(buf, pos, total, le_get16(buf + 104), &r->path, 1)) < 0 || !r->path)
 		return -EBADMSG;
 	pos += (size_t)n;
-	if ((n = get_str(buf, pos, total, get16(buf + 106), &r->path2, op != REC_SYMLINK)) < 0)
+	if ((n = get_str(buf, pos, total, le_get16(buf + 106), &r->path2, op != REC_SYMLINK)) < 0)
 		return -EBADMSG;
 	pos += (size_t)n;
-	if ((n = get_str(buf, pos, total, get16(buf + 108), &r->name, 0)) < 0)
+	if ((n = get_str(buf, pos, total, le_get16(buf + 108), &r->name, 0)) < 0)
 		return -EBADMSG;
 	pos += (size_t)n;
 	expect = align_up(pos + data_len);

@@ -621,19 +621,19 @@ static enum MHD_Result on_control(void *cls, struct MHD_Connection *conn, const 
 static int control_start(struct replicator *r, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", r->node.st->path);
 	int fd;
 
-	if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
-		snprintf(err, errlen, "store path %s is too long for its control socket",
-			 r->node.st->path);
-		return -ENAMETOOLONG;
-	}
-	unlink(sa.sun_path); /* a leftover of a crashed daemon; the store lock is ours */
+	/* Named through the store's open fd, never its path: the store may lie
+	 * beneath the mountpoint, where a path lookup would ask this very daemon
+	 * before it serves. */
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/control.sock",
+		 r->node.st->dirfd);
+	unlinkat(r->node.st->dirfd, "control.sock", 0); /* a crashed daemon's; the lock is ours */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(sa.sun_path, 0600) < 0 || listen(fd, 16) < 0) {
-		snprintf(err, errlen, "cannot create %s: %s", sa.sun_path, strerror(errno));
+	    fchmodat(r->node.st->dirfd, "control.sock", 0600, 0) < 0 || listen(fd, 16) < 0) {
+		snprintf(err, errlen, "cannot create %s/control.sock: %s", r->node.st->path,
+			 strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -errno;
@@ -646,7 +646,7 @@ static int control_start(struct replicator *r, char *err, size_t errlen)
 				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
 				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 	if (!r->ctl) {
-		snprintf(err, errlen, "cannot serve the control socket %s", sa.sun_path);
+		snprintf(err, errlen, "cannot serve %s/control.sock", r->node.st->path);
 		close(fd);
 		r->ctl_fd = -1;
 		return -EIO;
@@ -752,9 +752,7 @@ void repl_master_stop(struct replicator *r)
 		MHD_stop_daemon(r->ctl);
 	r->ctl = NULL;
 	if (r->ctl_fd >= 0) {
-		char path[4200];
-		snprintf(path, sizeof(path), "%s/control.sock", r->node.st->path);
-		unlink(path);
+		unlinkat(r->node.st->dirfd, "control.sock", 0);
 		close(r->ctl_fd);
 		r->ctl_fd = -1;
 	}

@@ -240,6 +240,21 @@ char *repl_metrics_text(struct replicator *r)
 
 /* ---- `replfs status MNT [--json]` --------------------------------------------- */
 
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void mountinfo_unescape(char *str)
+{
+	for (char *s = str, *d = str;; s++, d++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] && s[3]) {
+			*d = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*d = *s;
+		}
+		if (!*s)
+			break;
+	}
+}
+
 /* The store behind a mountpoint: the source field of its mountinfo line
  * (replfs mounts with fsname=STORE). */
 static int store_of_mount(const char *mnt, char *store, size_t size)
@@ -260,27 +275,8 @@ static int store_of_mount(const char *mnt, char *store, size_t size)
 		if (!dash || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
 		    sscanf(dash + 3, "%63s %4095s", fstype, src) != 2)
 			continue;
-		/* mountinfo escapes space, tab, newline and backslash as \ooo */
-		for (char *s = mp, *d = mp; ; s++, d++) {
-			if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] && s[3]) {
-				*d = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-				s += 3;
-			} else {
-				*d = *s;
-			}
-			if (!*s)
-				break;
-		}
-		for (char *s = src, *d = src; ; s++, d++) {
-			if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] && s[3]) {
-				*d = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-				s += 3;
-			} else {
-				*d = *s;
-			}
-			if (!*s)
-				break;
-		}
+		mountinfo_unescape(mp);
+		mountinfo_unescape(src);
 		if (strcmp(mp, real) != 0)
 			continue;
 		if (strcmp(fstype, "fuse.replfs") != 0) {

@@ -45,34 +45,6 @@
 #define ENV_MAGIC "RPL1"
 #define ENV_AD_LEN 56u
 
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
 size_t repl_seal(const uint8_t key[REPL_KEY_BYTES], const struct repl_env *e, uint8_t *buf,
 		 size_t len)
 {
@@ -82,9 +54,9 @@ size_t repl_seal(const uint8_t key[REPL_KEY_BYTES], const struct repl_env *e, ui
 	buf[4] = e->type;
 	memset(buf + 5, 0, 3);
 	memcpy(buf + 8, e->sender, REPL_ID_BYTES);
-	put64(buf + 24, e->epoch);
+	le_put64(buf + 24, e->epoch);
 	memcpy(buf + 32, e->session, REPL_ID_BYTES);
-	put64(buf + 48, e->counter);
+	le_put64(buf + 48, e->counter);
 	randombytes_buf(buf + ENV_AD_LEN, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
 	/* In place: libsodium allows the ciphertext to overlap the message
 	 * exactly. */
@@ -110,9 +82,9 @@ int repl_open(const uint8_t key[REPL_KEY_BYTES], uint8_t *buf, size_t len, struc
 		return -EBADMSG;
 	e->type = buf[4];
 	memcpy(e->sender, buf + 8, REPL_ID_BYTES);
-	e->epoch = get64(buf + 24);
+	e->epoch = le_get64(buf + 24);
 	memcpy(e->session, buf + 32, REPL_ID_BYTES);
-	e->counter = get64(buf + 48);
+	e->counter = le_get64(buf + 48);
 	if (e->type == 0 || e->type >= REPL_MSG_MAX)
 		return -EPROTO;
 	*plain = buf + REPL_ENV_HEAD;
@@ -122,26 +94,26 @@ int repl_open(const uint8_t key[REPL_KEY_BYTES], uint8_t *buf, size_t len, struc
 
 void repl_batch_head_put(uint8_t *out, const struct repl_batch_head *h)
 {
-	put64(out, h->master_lsn);
-	put64(out + 8, h->master_epoch);
-	put64(out + 16, h->first_lsn);
-	put64(out + 24, h->salt);
-	put32(out + 32, h->nrec);
-	put32(out + 36, h->flags);
-	put64(out + 40, h->master_time_ns);
+	le_put64(out, h->master_lsn);
+	le_put64(out + 8, h->master_epoch);
+	le_put64(out + 16, h->first_lsn);
+	le_put64(out + 24, h->salt);
+	le_put32(out + 32, h->nrec);
+	le_put32(out + 36, h->flags);
+	le_put64(out + 40, h->master_time_ns);
 }
 
 int repl_batch_head_get(const uint8_t *in, size_t len, struct repl_batch_head *h)
 {
 	if (len < REPL_BATCH_HEAD)
 		return -EBADMSG;
-	h->master_lsn = get64(in);
-	h->master_epoch = get64(in + 8);
-	h->first_lsn = get64(in + 16);
-	h->salt = get64(in + 24);
-	h->nrec = get32(in + 32);
-	h->flags = get32(in + 36);
-	h->master_time_ns = get64(in + 40);
+	h->master_lsn = le_get64(in);
+	h->master_epoch = le_get64(in + 8);
+	h->first_lsn = le_get64(in + 16);
+	h->salt = le_get64(in + 24);
+	h->nrec = le_get32(in + 32);
+	h->flags = le_get32(in + 36);
+	h->master_time_ns = le_get64(in + 40);
 	return 0;
 }
 
