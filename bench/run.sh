@@ -8,8 +8,9 @@
 #   replfs      build/replfs  (replfs init STORE; replfs mount STORE MNT)
 #
 # Usage: bench/run.sh [--smoke] [-d DIR] [-r REPS] [-t TARGETS] [--replfs PATH] [--perf] [--keep]
-#   --smoke        seconds-long version: tiny sizes, native + replfs only; exit status
-#                  is non-zero when any step fails (for CI)
+#   --smoke        seconds-long version: tiny sizes, native + replfs only, then
+#                  bench/repl.sh --smoke (REPL_SMOKE=0: not); exit status is non-zero
+#                  when any step fails (for CI)
 #   -d DIR         put the work directory under DIR (default /var/tmp); all targets
 #                  live on the filesystem holding DIR
 #   -r REPS        repeat every workload REPS times, report the median
@@ -666,6 +667,12 @@ report >"$OUT"
 # the tables on stdout, everything in the results file
 sed -n '1,/^### raw values/p' "$OUT" | sed '$d'
 if [ "$SMOKE" = 0 ]; then echo "results written to $OUT" >&2; fi
+# --smoke also runs the replication benchmark's smoke (bench/repl.sh --smoke, ~20 s);
+# REPL_SMOKE=0 skips it
+if [ "$SMOKE" = 1 ] && has_target replfs && [ "${REPL_SMOKE:-1}" = 1 ]; then
+	log "bench/repl.sh --smoke"
+	bash "$BENCH_DIR/repl.sh" --smoke --replfs "$REPLFS_ORIG" -d "$BASE" || fail "bench/repl.sh --smoke failed"
+fi
 if [ "$FAILS" -gt 0 ]; then
 	echo "run.sh: $FAILS step(s) failed" >&2
 	exit 1

@@ -356,6 +356,10 @@ static ssize_t snap_send_read(void *cls, uint64_t pos, char *buf, size_t max)
 
 	(void)pos;
 	n = snapshot_reader_read(ss->rd, (uint8_t *)buf, max);
+	/* A slave receiving a snapshot is alive though it fetches nothing. */
+	pthread_mutex_lock(&ss->r->state.lock);
+	ss->r->state.slaves[ss->slot].seen_mono_ns = time_mono_ns();
+	pthread_mutex_unlock(&ss->r->state.lock);
 	if (n == 0) {
 		ss->done = 1;
 		return MHD_CONTENT_READER_END_OF_STREAM;
@@ -375,6 +379,7 @@ static void snap_send_free(void *cls)
 	snapshot_reader_close(ss->rd);
 	pthread_mutex_lock(&r->state.lock);
 	r->state.slaves[ss->slot].in_snapshot = 0;
+	r->state.slaves[ss->slot].seen_mono_ns = time_mono_ns();
 	if (ss->done)
 		r->state.snapshots_sent++;
 	pthread_mutex_unlock(&r->state.lock);

@@ -11,7 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GONE_MS 5000
+#define GONE_MS 10000
+/* How long after its snapshot's transfer a slave may take to install it (a
+ * syncfs of the whole tree) before what follows the snapshot stops being
+ * kept for it. */
+#define SNAPSHOT_PIN_NS (300ull * 1000000000ull)
 
 int repl_parse_listen(const char *s, struct repl_options *o)
 {
@@ -131,12 +135,19 @@ int repl_slave_needs(void *arg, struct retention_slave *out, int max, uint64_t *
 		if (!sl->known)
 			continue;
 		repl_state_lag(s, sl, now, &rec, &bytes, &ms);
-		/* A slave receiving a snapshot will need what follows it. Slaves
-		 * gone quiet still count, up to the byte bound: a restart should
-		 * not cost a snapshot. */
-		out[n].next_lsn = sl->in_snapshot && sl->snap_lsn > sl->acked_lsn ? sl->snap_lsn + 1
-										   : sl->acked_lsn + 1;
+		out[n].next_lsn = sl->acked_lsn + 1;
 		out[n].lag_bytes = bytes;
+		/* A slave receiving or installing a snapshot needs what follows it,
+		 * whatever the byte bound: trimming that would send it another
+		 * snapshot, and another, for as long as the master writes fast. It
+		 * stops counting once it acknowledges the snapshot or goes quiet. */
+		if (sl->snap_lsn > sl->acked_lsn &&
+		    (sl->in_snapshot || now - sl->seen_mono_ns < SNAPSHOT_PIN_NS)) {
+			out[n].next_lsn = sl->snap_lsn + 1;
+			out[n].lag_bytes = 0;
+		}
+		/* Slaves gone quiet still count, up to the byte bound: a restart
+		 * should not cost a snapshot. */
 		n++;
 	}
 	pthread_mutex_unlock(&s->lock);

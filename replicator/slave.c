@@ -469,7 +469,13 @@ static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *r
 		pthread_rwlock_unlock(r->node.apply_lock);
 	pthread_mutex_unlock(&cm->order_lock);
 	if (rc < 0) {
-		set_state(f, "snapshot", "cannot install the snapshot: %s", strerror(-rc));
+		/* Half swapped: only the next mount can finish it (from the marker). */
+		set_state(f, "failed", "cannot install the snapshot: %s; remount to finish it",
+			  strerror(-rc));
+		pthread_mutex_lock(&f->lock);
+		f->stop = 1;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&f->lock);
 		return rc;
 	}
 	if (r->node.data_swapped)

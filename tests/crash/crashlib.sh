@@ -39,50 +39,20 @@ cr_finish() {
     exit 1
 }
 
+# Process and mount primitives live in ../lib/mounts.sh (shared with the e2e lib.sh and
+# cluster.sh); these are the names the crash tests use.
+source "$CR_DIR/../lib/mounts.sh"
 # pid_alive PID: running (zombies count as gone: nobody may reap a daemonized child)
-pid_alive() {
-    local st
-    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
-    st="$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" || return 1
-    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
-}
-
+pid_alive() { tl_alive "${1:-}"; }
 # wait_gone PID SECONDS
-wait_gone() {
-    local i
-    for ((i = 0; i < $2 * 20; i++)); do pid_alive "$1" || return 0; sleep 0.05; done
-    return 1
-}
-
-is_mounted() {  # from /proc/self/mounts; never stat()s the mountpoint (may hang)
-    local p
-    p="$(realpath -m "$1")"
-    awk -v p="$p" '$2 == p { found = 1 } END { exit !found }' /proc/self/mounts
-}
-
-cr_abort_conns() {
-    local dev
-    [ -n "$WORK" ] && [ -f "$WORK/.conns" ] || return 0
-    if [ -d /sys/fs/fuse/connections ] && [ -z "$(ls -A /sys/fs/fuse/connections 2>/dev/null)" ]; then
-        mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true
-    fi
-    while read -r dev; do
-        [ -n "$dev" ] && [ -w "/sys/fs/fuse/connections/$dev/abort" ] &&
-            echo 1 > "/sys/fs/fuse/connections/$dev/abort" 2>/dev/null
-    done < "$WORK/.conns"
-    return 0
-}
-
+wait_gone() { tl_wait_gone "$1" "$2"; }
+# is_mounted MNT: from /proc/self/mounts; never stat()s the mountpoint (may hang)
+is_mounted() { tl_is_mounted "$1"; }
+# cr_abort_conns: abort the FUSE connections of the mounts under $WORK (ids read live
+# from /proc/self/mountinfo: a remembered id may belong to somebody else's mount by now)
+cr_abort_conns() { [ -n "$WORK" ] || return 0; tl_abort_conns_under "$WORK"; }
 # force_unmount MNT: for a mount whose daemon is dead (or hung)
-force_unmount() {
-    local m="$1"
-    is_mounted "$m" || return 0
-    timeout 20 fusermount3 -u "$m" 2>/dev/null && return 0
-    timeout 20 umount "$m" 2>/dev/null && return 0
-    cr_abort_conns
-    umount -l "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
-    ! is_mounted "$m"
-}
+force_unmount() { tl_force_unmount "$1" 20; }
 
 # kill_started: SIGKILL to the process groups and PIDs this test started
 kill_started() {
@@ -133,7 +103,6 @@ cr_setup() {
     trap cr_cleanup EXIT
     trap 'echo "[$CR_NAME] interrupted"; exit 130' INT
     trap 'echo "[$CR_NAME] terminated"; exit 143' TERM
-    : > "$WORK/.conns"
     local me=$$ t="${CRASH_TIMEOUT:-540}"
     (
         trap 'kill $sl 2>/dev/null; exit 0' TERM
@@ -148,7 +117,7 @@ cr_setup() {
 }
 
 # do_mount STORE MNT [args...]: replfs mount; stderr in $MOUNT_ERR; returns replfs' status.
-# On success records the mount, its FUSE connection and the daemon PID for cleanup.
+# On success records the mount and the daemon PID for cleanup.
 do_mount() {
     local s="$1" m="$2" rc i p
     shift 2
@@ -160,7 +129,6 @@ do_mount() {
     CR_MOUNTS+=("$m")
     for ((i = 0; i < 100; i++)); do is_mounted "$m" && break; sleep 0.1; done
     is_mounted "$m" || { fail "replfs mount $s $m returned 0 but $m is not mounted"; return 99; }
-    mountpoint -d "$m" 2>/dev/null | cut -d: -f2 >> "$WORK/.conns"
     p="$(cat "$s/pid" 2>/dev/null)"
     [ -n "$p" ] && CR_DAEMONS+=("$p")
     return 0

@@ -70,47 +70,18 @@ treedump() {
     return $rc
 }
 
-e2e_abort_conns() {
-    # Abort the FUSE connections of the FUSE mounts that are mounted under $WORK right
-    # now (unblocks processes stuck on them). The connection ids are read live from
-    # /proc/self/mountinfo, never from a remembered list: ids are reused by later
-    # mounts, and a stale id could abort somebody else's filesystem.
-    [ -n "$WORK" ] || return 0
-    if [ -d /sys/fs/fuse/connections ] && [ -z "$(ls -A /sys/fs/fuse/connections 2>/dev/null)" ]; then
-        mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true
-    fi
-    local dev
-    for dev in $(awk -v w="$WORK/" '
-            { for (i = 7; i <= NF; i++) if ($i == "-") break }
-            index($5, w) == 1 && $(i + 1) ~ /^fuse/ { split($3, d, ":"); print d[2] }' /proc/self/mountinfo); do
-        [ -w "/sys/fs/fuse/connections/$dev/abort" ] &&
-            echo 1 > "/sys/fs/fuse/connections/$dev/abort" 2>/dev/null
-    done
-    return 0
-}
-
+# Process and mount primitives live in ../lib/mounts.sh (shared with crashlib.sh and
+# cluster.sh); these are the names the e2e tests use.
+source "$E2E_DIR/../lib/mounts.sh"
+# e2e_abort_conns: abort the FUSE connections of the FUSE mounts under $WORK right now
+# (unblocks processes stuck on them); ids are read live, never remembered
+e2e_abort_conns() { [ -n "$WORK" ] || return 0; tl_abort_conns_under "$WORK"; }
 # proc_start PID: the process' start time (field 22 of /proc/PID/stat), empty if gone
-proc_start() {
-    local st
-    st="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    st="${st##*) }"                     # fields from 3 on (comm may contain spaces)
-    set -- $st
-    echo "${20}"
-}
+proc_start() { tl_proc_start "$1"; }
 # e2e_same_proc "PID:START": 0 if that very process is still alive (and not a zombie)
-e2e_same_proc() {
-    local p="${1%%:*}" s="${1#*:}" st
-    st="$(cat "/proc/$p/stat" 2>/dev/null)" || return 1
-    st="${st##*) }"
-    [ "${st%% *}" != Z ] || return 1
-    [ "$(proc_start "$p")" = "$s" ]
-}
-
-e2e_is_mounted() {  # from /proc/mounts, never stat()s the mountpoint (may hang)
-    local p
-    p="$(realpath -m "$1")"
-    awk -v p="$p" '$2 == p { found = 1 } END { exit !found }' /proc/self/mounts
-}
+e2e_same_proc() { tl_same_proc "$1"; }
+# from /proc/mounts, never stat()s the mountpoint (may hang)
+e2e_is_mounted() { tl_is_mounted "$1"; }
 
 e2e_cleanup() {
     local rc=$?
@@ -240,12 +211,7 @@ unmount() {
 }
 
 # wait_gone PID SECONDS: 0 once the process has exited (a zombie counts as exited)
-wait_gone() {
-    local i e
-    e="$1:$(proc_start "$1")"
-    for i in $(seq $(($2 * 10))); do e2e_same_proc "$e" || return 0; sleep 0.1; done
-    return 1
-}
+wait_gone() { tl_wait_gone "$1" "$2"; }
 
 # require_tools TOOL...: fail (not skip) when a tool the test needs is missing
 require_tools() {

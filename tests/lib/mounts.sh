@@ -1,0 +1,92 @@
+# tests/lib/mounts.sh -- process and FUSE-mount helpers shared by tests/e2e/lib.sh,
+# tests/crash/crashlib.sh and tests/lib/cluster.sh (and so bench/repl.sh). Source it;
+# it defines only tl_* functions and sets no shell options.
+#
+#   tl_proc_start PID          start time of PID (field 22 of /proc/PID/stat); fails if gone
+#   tl_alive PID               PID is running (a zombie counts as gone: nobody may reap a
+#                              daemonized child)
+#   tl_same_proc PID:START     that very process (not a reuse of its PID) is still running
+#   tl_wait_gone PID SECONDS   0 once PID has exited (reaps it when it is our child)
+#   tl_is_mounted MNT          MNT is a mountpoint, from /proc/self/mounts (never stat()s
+#                              MNT, which may hang on a dead FUSE daemon)
+#   tl_abort_conn MNT          abort the FUSE connection of the mount at MNT
+#   tl_abort_conns_under DIR   abort the FUSE connections of every mount under DIR/
+#   tl_force_unmount MNT [T]   unmount whatever state its daemon is in: fusermount3 -u,
+#                              umount (T seconds each, default 15), then abort + lazy
+#
+# FUSE connection ids are always read live from /proc/self/mountinfo, never remembered:
+# ids are reused by later mounts, and a stale id could abort somebody else's filesystem.
+
+tl_proc_start() {
+    local st
+    st="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    st="${st##*) }"                     # fields from 3 on (comm may contain spaces)
+    set -- $st
+    echo "${20}"
+}
+
+tl_alive() {
+    local st
+    [ -n "${1:-}" ] || return 1
+    st="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    st="${st##*) }"
+    [ "${st%% *}" != Z ] && [ "${st%% *}" != X ]
+}
+
+tl_same_proc() {
+    local p="${1%%:*}" s="${1#*:}"
+    tl_alive "$p" && [ "$(tl_proc_start "$p")" = "$s" ]
+}
+
+tl_wait_gone() {
+    local p="$1" e i
+    e="$p:$(tl_proc_start "$p")"
+    for ((i = 0; i < $2 * 20; i++)); do
+        tl_same_proc "$e" || { wait "$p" 2>/dev/null; return 0; }
+        sleep 0.05
+    done
+    return 1
+}
+
+tl_is_mounted() {
+    local p
+    p="$(realpath -m "$1")"
+    awk -v p="$p" '$2 == p { f = 1 } END { exit !f }' /proc/self/mounts
+}
+
+tl_fusectl() {
+    if [ -d /sys/fs/fuse/connections ] && [ -z "$(ls -A /sys/fs/fuse/connections 2>/dev/null)" ]; then
+        mount -t fusectl fusectl /sys/fs/fuse/connections 2>/dev/null || true
+    fi
+}
+
+# tl_abort_where AWK-CONDITION-ON-MOUNTPOINT-m ARG: abort matching FUSE connections
+tl_abort_where() {
+    local dev
+    tl_fusectl
+    for dev in $(awk -v a="$2" '
+            { for (i = 7; i <= NF; i++) if ($i == "-") break
+              m = $5 }
+            '"$1"' && $(i + 1) ~ /^fuse/ { split($3, d, ":"); print d[2] }' /proc/self/mountinfo); do
+        [ -w "/sys/fs/fuse/connections/$dev/abort" ] &&
+            echo 1 > "/sys/fs/fuse/connections/$dev/abort" 2>/dev/null
+    done
+    return 0
+}
+
+tl_abort_conn() { tl_abort_where 'm == a' "$(realpath -m "$1")"; }
+
+tl_abort_conns_under() {
+    [ -n "${1:-}" ] || return 0
+    tl_abort_where 'index(m, a) == 1' "$(realpath -m "$1")/"
+}
+
+tl_force_unmount() {
+    local m="$1" t="${2:-15}"
+    tl_is_mounted "$m" || return 0
+    timeout "$t" fusermount3 -u "$m" 2>/dev/null && return 0
+    timeout "$t" umount "$m" 2>/dev/null && return 0
+    tl_abort_conn "$m"
+    umount -l "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null
+    ! tl_is_mounted "$m"
+}
