@@ -55,22 +55,21 @@ static void peer_name(struct MHD_Connection *conn, char *out, size_t size)
 	snprintf(out, size, "%s:%s", host, serv);
 }
 
-static enum MHD_Result reply_sealed(struct replicator *r, struct MHD_Connection *conn,
-				    uint8_t type, const struct repl_env *req, const void *plain,
-				    size_t len)
+/* Seals buf in place (REPL_ENV_HEAD bytes of room, the plaintext, room for
+ * the tag: no copy of a batch) as the answer to req, and queues it. Takes
+ * buf. */
+static enum MHD_Result send_sealed(struct replicator *r, struct MHD_Connection *conn,
+				   uint8_t type, const struct repl_env *req, uint8_t *buf,
+				   size_t plain_len)
 {
 	struct repl_env e = { .type = type, .epoch = r->node.st->epoch, .counter = req->counter };
-	uint8_t *buf = malloc(REPL_ENV_OVERHEAD + len);
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 	size_t n;
 
-	if (!buf)
-		return MHD_NO;
 	memcpy(e.sender, r->node.st->node_id, REPL_ID_BYTES);
 	memcpy(e.session, req->session, REPL_ID_BYTES);
-	memcpy(buf + REPL_ENV_HEAD, plain, len);
-	n = repl_seal(r->o.key, &e, buf, len);
+	n = repl_seal(r->o.key, &e, buf, plain_len);
 	resp = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
 	if (!resp) {
 		free(buf);
@@ -80,6 +79,18 @@ static enum MHD_Result reply_sealed(struct replicator *r, struct MHD_Connection 
 	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+static enum MHD_Result reply_sealed(struct replicator *r, struct MHD_Connection *conn,
+				    uint8_t type, const struct repl_env *req, const void *plain,
+				    size_t len)
+{
+	uint8_t *buf = malloc(REPL_ENV_OVERHEAD + len);
+
+	if (!buf)
+		return MHD_NO;
+	memcpy(buf + REPL_ENV_HEAD, plain, len);
+	return send_sealed(r, conn, type, req, buf, len);
 }
 
 static enum MHD_Result reply_json(struct replicator *r, struct MHD_Connection *conn,
@@ -236,7 +247,6 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 	uint64_t from = jget(msg, "from"), wait_ms = jget(msg, "wait_ms");
 	uint64_t now = time_mono_ns();
 	struct repl_batch_head h = { 0 };
-	enum MHD_Result ret;
 	size_t cap = REPL_BATCH_BYTES, len = 0;
 	uint8_t *buf = NULL;
 	int rc;
@@ -323,21 +333,7 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 		sl->sent_lsn = from + h.nrec - 1;
 		pthread_mutex_unlock(&s->lock);
 	}
-	/* Sealed in place: no copy of a batch. */
-	struct repl_env re = { .type = REPL_MSG_BATCH, .epoch = r->node.st->epoch,
-			       .counter = e->counter };
-	memcpy(re.sender, r->node.st->node_id, REPL_ID_BYTES);
-	memcpy(re.session, e->session, REPL_ID_BYTES);
-	size_t n = repl_seal(r->o.key, &re, buf, REPL_BATCH_HEAD + len);
-	struct MHD_Response *resp = MHD_create_response_from_buffer(n, buf, MHD_RESPMEM_MUST_FREE);
-	if (!resp) {
-		free(buf);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
-	ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
-	return ret;
+	return send_sealed(r, conn, REPL_MSG_BATCH, e, buf, REPL_BATCH_HEAD + len);
 }
 
 /* ---- snapshots ------------------------------------------------------------- */
