@@ -11,6 +11,7 @@ R=$PWD/build/replfs
 work=$(mktemp -d /var/tmp/replfs-demo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() {
+	{ set +x; } 2>/dev/null
 	for m in "$work/slave" "$work/master"; do
 		umount "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null || true
 	done
