@@ -5,7 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential cmake pkg-config git
       libfuse3-dev fuse3 libsodium-dev libxxhash-dev libcmocka-dev
       libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
-      python3 sqlite3 attr acl rsync psmisc util-linux e2fsprogs passwd fio dbench)
+      python3 sqlite3 attr acl rsync psmisc util-linux e2fsprogs passwd fio dbench curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
