@@ -78,41 +78,21 @@ cr_cleanup() {
             kill -KILL "$p" 2>/dev/null
         fi
     done
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "${CRASH_KEEP:-0}" = 1 ]; then
-            note "work dir kept: $WORK"
-        elif grep -q " $WORK" /proc/self/mounts; then
-            note "something is still mounted under $WORK; not removing it"
-        else
-            rm -rf --one-file-system "$WORK"
-        fi
-    fi
+    local msg
+    msg="$(tl_remove_work "$WORK" "${CRASH_KEEP:-0}")"
+    [ -z "$msg" ] || note "$msg"
     exit $rc
 }
 
 cr_setup() {
-    [ "$(id -u)" = 0 ] || { echo "[$CR_NAME] FAIL: crash tests must run as root"; exit 1; }
-    [ -c /dev/fuse ] || { echo "[$CR_NAME] FAIL: /dev/fuse missing"; exit 1; }
-    command -v fusermount3 > /dev/null || { echo "[$CR_NAME] FAIL: fusermount3 missing"; exit 1; }
-    REPLFS="${REPLFS:-build/replfs}"
-    case "$REPLFS" in /*) ;; *) REPLFS="$(pwd)/$REPLFS" ;; esac
-    [ -x "$REPLFS" ] || { echo "[$CR_NAME] FAIL: REPLFS=$REPLFS is not an executable"; exit 1; }
-    export REPLFS
+    tl_require "$CR_NAME"
     WORK="$(mktemp -d /tmp/replfs-crash.XXXXXX)" || exit 1
     chmod 755 "$WORK"
     trap cr_cleanup EXIT
     trap 'echo "[$CR_NAME] interrupted"; exit 130' INT
     trap 'echo "[$CR_NAME] terminated"; exit 143' TERM
-    local me=$$ t="${CRASH_TIMEOUT:-540}"
-    (
-        trap 'kill $sl 2>/dev/null; exit 0' TERM
-        sleep "$t" & sl=$!
-        wait $sl
-        echo "[$CR_NAME] FAIL: watchdog: test exceeded ${t}s; aborting its FUSE connections"
-        WORK="$WORK" cr_abort_conns
-        kill -TERM "$me" 2>/dev/null
-    ) &
-    CR_WATCHDOG=$!
+    tl_watchdog "$CR_NAME" "${CRASH_TIMEOUT:-540}" cr_abort_conns
+    CR_WATCHDOG=$TL_WATCHDOG
     log "replfs=$REPLFS work=$WORK"
 }
 

@@ -107,25 +107,14 @@ e2e_cleanup() {
         m="${E2E_LOOPS[$i]}"
         e2e_is_mounted "$m" && { umount "$m" 2>/dev/null || umount -l "$m"; }
     done
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "${E2E_KEEP:-0}" = 1 ]; then
-            note "work dir kept: $WORK"
-        elif grep -q " $WORK" /proc/self/mounts; then
-            note "something is still mounted under $WORK; not removing it"
-        else
-            rm -rf --one-file-system "$WORK"
-        fi
-    fi
+    local msg
+    msg="$(tl_remove_work "$WORK" "${E2E_KEEP:-0}")"
+    [ -z "$msg" ] || note "$msg"
     exit $rc
 }
 
 e2e_setup() {
-    [ "$(id -u)" = 0 ] || { echo "[$E2E_NAME] FAIL: e2e tests must run as root"; exit 1; }
-    [ -c /dev/fuse ] || { echo "[$E2E_NAME] FAIL: /dev/fuse missing"; exit 1; }
-    REPLFS="${REPLFS:-build/replfs}"
-    case "$REPLFS" in /*) ;; *) REPLFS="$(pwd)/$REPLFS" ;; esac
-    [ -x "$REPLFS" ] || { echo "[$E2E_NAME] FAIL: REPLFS=$REPLFS is not an executable"; exit 1; }
-    export REPLFS
+    tl_require "$E2E_NAME"
     # mktemp -d under /tmp: $WORK/mnt and $WORK/ref have equal lengths on purpose
     WORK="$(mktemp -d "${E2E_TMPDIR:-/tmp}/replfs-e2e.XXXXXX")" || exit 1
     chmod 755 "$WORK"
@@ -138,16 +127,8 @@ e2e_setup() {
     trap e2e_cleanup EXIT
     trap 'echo "[$E2E_NAME] interrupted"; exit 130' INT
     trap 'echo "[$E2E_NAME] terminated"; exit 143' TERM
-    local me=$$ t="${E2E_TIMEOUT:-240}"
-    (
-        trap 'kill $sl 2>/dev/null; exit 0' TERM
-        sleep "$t" & sl=$!
-        wait $sl
-        echo "[$E2E_NAME] FAIL: watchdog: test exceeded ${t}s; aborting its FUSE connections"
-        WORK="$WORK" e2e_abort_conns
-        kill -TERM "$me" 2>/dev/null
-    ) &
-    E2E_WATCHDOG=$!
+    tl_watchdog "$E2E_NAME" "${E2E_TIMEOUT:-240}" e2e_abort_conns
+    E2E_WATCHDOG=$TL_WATCHDOG
     log "replfs=$REPLFS work=$WORK"
 }
 

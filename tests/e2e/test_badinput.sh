@@ -194,12 +194,14 @@ sys.exit(1)
 PY
 }
 
-# corrupt_case LABEL STOP: STOP=clean (fusermount3 -u) or kill (SIGKILL)
-corrupt_case() {
-    local label="$1" stop="$2" C="$WORK/corrupt_$2" seg end mid pos
+# stopped_store LABEL C STOP NFILES SEED: a new store with NFILES files written, stopped
+# cleanly (STOP=clean) or by SIGKILL (STOP=kill); sets SEG to its last journal segment.
+# (Not in a subshell: mount_store records the mount and daemon for cleanup.)
+stopped_store() {
+    local label="$1" C="$2" stop="$3"
     init_store "$C" || return 1
     mount_store "$C" "$MNT" -o keep_journal || return 1
-    write_files "$MNT" 40 7
+    write_files "$MNT" "$4" "$5"
     if [ "$stop" = kill ]; then
         local pid; pid=$(daemon_pid "$C")
         kill -KILL "$pid"; wait_gone "$pid" 10
@@ -207,8 +209,15 @@ corrupt_case() {
     else
         unmount "$MNT" "$C" || return 1
     fi
-    seg=$(segments "$C" | tail -n 1)
-    [ -n "$seg" ] || { fail "$label: no journal segment in $C/journal"; return 1; }
+    SEG=$(segments "$C" | tail -n 1)
+    [ -n "$SEG" ] || { fail "$label: no journal segment in $C/journal"; return 1; }
+}
+
+# corrupt_case LABEL STOP: STOP=clean (fusermount3 -u) or kill (SIGKILL)
+corrupt_case() {
+    local label="$1" stop="$2" C="$WORK/corrupt_$2" seg end mid pos
+    stopped_store "$label" "$C" "$stop" 40 7 || return 1
+    seg=$SEG
     end=$(data_end "$seg")
     mid=$((end / 2))
     [ "$mid" -gt 64 ] || { fail "$label: last segment $(basename "$seg") holds only $end bytes"; return 1; }
@@ -253,18 +262,8 @@ corrupt_case corrupt_kill kill
 # torn_case LABEL STOP: cut the last bytes of the last record
 torn_case() {
     local label="$1" stop="$2" C="$WORK/torn_$2" seg end size
-    init_store "$C" || return 1
-    mount_store "$C" "$MNT" -o keep_journal || return 1
-    write_files "$MNT" 20 9
-    if [ "$stop" = kill ]; then
-        local pid; pid=$(daemon_pid "$C")
-        kill -KILL "$pid"; wait_gone "$pid" 10
-        fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
-    else
-        unmount "$MNT" "$C" || return 1
-    fi
-    seg=$(segments "$C" | tail -n 1)
-    [ -n "$seg" ] || { fail "$label: no journal segment"; return 1; }
+    stopped_store "$label" "$C" "$stop" 20 9 || return 1
+    seg=$SEG
     end=$(data_end "$seg"); size=$(stat -c %s "$seg")
     if [ "$size" -eq "$end" ]; then
         truncate -s $((size - 5)) "$seg"

@@ -13,6 +13,12 @@
 #   tl_abort_conns_under DIR   abort the FUSE connections of every mount under DIR/
 #   tl_force_unmount MNT [T]   unmount whatever state its daemon is in: fusermount3 -u,
 #                              umount (T seconds each, default 15), then abort + lazy
+#   tl_require NAME            root, /dev/fuse and fusermount3 present; REPLFS made absolute,
+#                              checked and exported (exits with a FAIL line otherwise)
+#   tl_remove_work DIR KEEP    remove a test's work dir unless KEEP=1 or something is still
+#                              mounted under it
+#   tl_watchdog NAME SECS FN   after SECS, print a FAIL line, run FN (abort the connections)
+#                              and TERM this shell; sets TL_WATCHDOG to its PID
 #
 # FUSE connection ids are always read live from /proc/self/mountinfo, never remembered:
 # ids are reused by later mounts, and a stale id could abort somebody else's filesystem.
@@ -89,4 +95,38 @@ tl_force_unmount() {
     tl_abort_conn "$m"
     umount -l "$m" 2>/dev/null || fusermount3 -u -z "$m" 2>/dev/null
     ! tl_is_mounted "$m"
+}
+
+tl_require() {
+    [ "$(id -u)" = 0 ] || { echo "[$1] FAIL: these tests must run as root"; exit 1; }
+    [ -c /dev/fuse ] || { echo "[$1] FAIL: /dev/fuse missing"; exit 1; }
+    command -v fusermount3 > /dev/null || { echo "[$1] FAIL: fusermount3 missing"; exit 1; }
+    REPLFS="${REPLFS:-build/replfs}"
+    case "$REPLFS" in /*) ;; *) REPLFS="$(pwd)/$REPLFS" ;; esac
+    [ -x "$REPLFS" ] || { echo "[$1] FAIL: REPLFS=$REPLFS is not an executable"; exit 1; }
+    export REPLFS
+}
+
+tl_remove_work() {
+    [ -n "$1" ] && [ -d "$1" ] || return 0
+    if [ "${2:-0}" = 1 ]; then
+        echo "work dir kept: $1"
+    elif grep -q " $1" /proc/self/mounts; then
+        echo "something is still mounted under $1; not removing it"
+    else
+        rm -rf --one-file-system "$1"
+    fi
+}
+
+tl_watchdog() {
+    local name="$1" t="$2" fn="$3" me=$$
+    (
+        trap 'kill $sl 2>/dev/null; exit 0' TERM
+        sleep "$t" & sl=$!
+        wait $sl
+        echo "[$name] FAIL: watchdog: test exceeded ${t}s; aborting its FUSE connections"
+        WORK="$WORK" "$fn"
+        kill -TERM "$me" 2>/dev/null
+    ) &
+    TL_WATCHDOG=$!
 }
