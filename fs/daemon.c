@@ -267,7 +267,9 @@ static void invalidate_one(struct fs_ctx *fc, const char *rel, int parent_too)
 
 	snprintf(p, sizeof(p), "/%s", rel);
 	fuse_invalidate_path(fc->fuse, p);
-	if (fstatat(fc->datafd, *rel ? rel : ".", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	/* Other names of a hard-linked file: only once any has been seen, so the
+	 * common case costs no extra stat per applied record. */
+	if (links_active() && fstatat(fc->datafd, *rel ? rel : ".", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    !S_ISDIR(st.st_mode) && st.st_nlink > 1)
 		links_changed(fc->fuse, st.st_ino, p);
 	if (parent_too && *rel) {
