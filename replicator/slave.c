@@ -236,9 +236,11 @@ static int exchange(struct repl_follower *f, CURL *c, uint8_t type, const char *
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	if (status == 403) {
+		/* The body is one line of text, not NUL-terminated. */
+		const char *nl = resp->data ? memchr(resp->data, '\n', resp->len) : NULL;
+		int n = resp->data ? (int)(nl ? (size_t)(nl - (char *)resp->data) : resp->len) : 0;
 		snprintf(err, errlen, "the master refused us (%.*s): is this the cluster's key?",
-			 (int)strcspn((char *)resp->data ? (char *)resp->data : "", "\n"),
-			 resp->data ? (char *)resp->data : "");
+			 n > 200 ? 200 : n, resp->data ? (char *)resp->data : "");
 		return -EACCES;
 	}
 	if (status != 200) {
