@@ -98,12 +98,13 @@ char *repl_status_json(struct replicator *r)
 			sodium_bin2hex(hex, sizeof(hex), sl->node_id, REPL_ID_BYTES);
 			json_array_append_new(
 				slaves,
-				json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "node_id", hex,
+				json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "node_id", hex,
 					  "addr", sl->addr, "acked_lsn", (json_int_t)sl->acked_lsn,
 					  "sent_lsn", (json_int_t)sl->sent_lsn, "lag_records",
 					  (json_int_t)rec, "lag_bytes", (json_int_t)bytes, "lag_ms",
 					  (json_int_t)ms, "state",
-					  repl_slave_state_name(repl_state_slave_state(s, sl, now))));
+					  repl_slave_state_name(repl_state_slave_state(s, sl, now)),
+					  "snapshot_lsn", (json_int_t)sl->snap_lsn));
 		}
 		json_object_set_new(o, "slaves", slaves);
 	}

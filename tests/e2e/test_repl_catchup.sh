@@ -254,13 +254,19 @@ held_round() {   # held_round LABEL SNAPSHOT(0|1)
         kill -STOP "$sp"
         mkdir -p "$M/$label.fill"
         for t in $(seq 1 12); do head -c 1048576 /dev/urandom > "$M/$label.fill/f$t"; done
-        for t in $(seq 1 40); do
+        # A checkpoint syncs the store's filesystem, which on a slow disk may
+        # still be writing back the previous phases: allow it time.
+        for t in $(seq 1 180); do
             fl="$(first_lsn)"
             num "$fl" && [ "$fl" -gt $((al + 1)) ] && break
             sleep 0.5
         done
+        if ! { num "$fl" && [ "$fl" -gt $((al + 1)) ]; }; then
+            fail "$label: master journal not trimmed past the stopped slave (first LSN '$fl', slave at $al)"
+            "$REPLFS" status "$M" --json 2>&1 | head -c 3000 | sed 's/^/    master status: /'
+            grep -iE 'checkpoint|error|fail' "${CL_LOG[0]}" | tail -n 8 | sed 's/^/    master log: /'
+        fi
         kill -CONT "$sp"
-        num "$fl" && [ "$fl" -gt $((al + 1)) ] || fail "$label: master journal not trimmed past the stopped slave (first LSN '$fl', slave at $al)"
         wait_caught_up 1 90 || return 1
         local t1=$SECONDS
         while :; do
