@@ -137,12 +137,11 @@ static int space_check(struct commit *c, const struct rec *r)
 	return 0;
 }
 
-int commit_op(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
+int commit_op_locked(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
 {
 	struct store_state *s = c->state;
 	int rc;
 
-	pthread_mutex_lock(&c->order_lock);
 	if (c->sticky_err) {
 		rc = c->sticky_err;
 		goto out;
@@ -192,6 +191,15 @@ int commit_op(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
 	if (c->on_commit)
 		c->on_commit(c->on_commit_arg, r->lsn, rec_size(r));
 out:
+	return rc;
+}
+
+int commit_op(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
+{
+	int rc;
+
+	pthread_mutex_lock(&c->order_lock);
+	rc = commit_op_locked(c, r, hint_fd, out_fd);
 	pthread_mutex_unlock(&c->order_lock);
 	return rc;
 }

@@ -294,6 +294,16 @@ static void slave_invalidate(void *arg, const struct rec *r)
 		invalidate_one(fc, r->path2, 1);
 }
 
+/* A promote made this node the master (writable), or a fence or a
+ * switchover made it read-only. */
+static void role_changed(void *arg, int writable)
+{
+	struct fs_ctx *fc = arg;
+
+	atomic_store(&fc->guard_reads, !writable);
+	atomic_store(&fc->readonly, !writable);
+}
+
 #define OLD_DATAFDS 64
 static int old_datafds[OLD_DATAFDS], n_old_datafds;
 
@@ -463,8 +473,11 @@ int fs_mount_main(int argc, char **argv)
 	commit_ready = 1;
 
 	fc = (struct fs_ctx){ .st = &st, .journal = j, .commit = &c, .datafd = st.datafd,
-			      .opts = &o, .readonly = is_slave };
-	if (is_slave) {
+			      .opts = &o, .readonly = 1, .guard_reads = is_slave };
+	/* Any replicated node may become a slave (switchover) or a master
+	 * (promote): the apply lock exists from the start, reads take it while
+	 * the node is a slave. Writes wait for the replicator to say the role. */
+	if (is_slave || mr.ro.listen_host[0]) {
 		pthread_rwlockattr_t ra;
 		pthread_rwlockattr_init(&ra);
 		/* The apply step must not starve behind a stream of readers. */
@@ -506,17 +519,21 @@ int fs_mount_main(int argc, char **argv)
 	struct repl_node node = { .st = &st, .journal = j, .commit = &c,
 				  .mountpoint = mnt_abs ? mnt_abs : mnt,
 				  .invalidate = slave_invalidate, .data_swapped = slave_data_swapped,
-				  .cb_arg = &fc, .apply_lock = fc.apply_lock };
+				  .cb_arg = &fc, .apply_lock = fc.apply_lock,
+				  .role_changed = role_changed };
 	if ((rc = repl_start(&mr.ro, &node, &repl, err, sizeof(err))) < 0) {
 		log_error("%s", err);
 		goto fail_unmount;
 	}
 	fc.repl = repl;
+	is_slave = repl_is_slave(repl);
+	atomic_store(&fc.guard_reads, is_slave);
+	atomic_store(&fc.readonly, repl_starts_readonly(repl));
 	atomic_store(&hooks.repl, repl);
 	struct checkpoint_opts co = { .every_bytes = o.checkpoint_bytes,
 				      .every_seconds = o.checkpoint_seconds,
 				      .keep_journal = o.keep_journal };
-	if (!is_slave && mr.ro.listen_host[0]) {
+	if (mr.ro.listen_host[0]) {
 		co.slave_needs = repl_slave_needs;
 		co.slave_needs_arg = repl;
 	}
@@ -581,7 +598,7 @@ int fs_mount_main(int argc, char **argv)
 	commit_release(&c);
 	for (int i = 0; i < n_old_datafds; i++)
 		close(old_datafds[i]);
-	if (is_slave)
+	if (fc.apply_lock)
 		pthread_rwlock_destroy(&apply_lock);
 	journal_close(j);
 	store_close(&st);

@@ -245,6 +245,33 @@ int store_checkpoint_read(const struct store *st, struct store_checkpoint *ck);
 int store_checkpoint_write(const struct store *st, const struct store_checkpoint *ck);
 /* Records a higher epoch durably (STORE/epoch) and in st->epoch. */
 int store_epoch_write(struct store *st, uint64_t epoch);
+/* Epoch history (STORE/history): the LSN at which each epoch's records
+ * begin on this node's timeline. Two nodes hold the same record at LSN x
+ * exactly when their histories give x the same epoch (one master per epoch
+ * writes each LSN once), so comparing histories finds where they forked. */
+#define HISTORY_MAX 256
+struct epoch_history {
+	int n;
+	uint64_t epoch[HISTORY_MAX];     /* strictly increasing */
+	uint64_t first_lsn[HISTORY_MAX]; /* non-decreasing */
+};
+/* A store without the file (made before it existed) has [(1, 1)]. */
+int store_history_read(const struct store *st, struct epoch_history *h);
+int store_history_write(const struct store *st, const struct epoch_history *h);
+/* Records that epoch begins at first_lsn: 1 when h changed, 0 when it
+ * already knew, -EINVAL for an epoch older than its newest. */
+int history_note(struct epoch_history *h, uint64_t epoch, uint64_t first_lsn);
+/* The epoch of the record at lsn (0 before the first entry). */
+uint64_t history_epoch_at(const struct epoch_history *h, uint64_t lsn);
+/* Forgets epochs that begin after last_lsn (a journal cut back to it). */
+void history_cut(struct epoch_history *h, uint64_t last_lsn);
+/* The last LSN two timelines share: the largest L <= min(a_last, b_last)
+ * such that every LSN up to L has the same epoch in both. */
+uint64_t history_fork(const struct epoch_history *a, uint64_t a_last,
+		      const struct epoch_history *b, uint64_t b_last);
+int history_format(const struct epoch_history *h, char *buf, size_t len);
+int history_parse(const char *text, struct epoch_history *h);
+
 /* STORE/pid and STORE/mountpoint while mounted. */
 int store_pid_write(const struct store *st, pid_t pid, const char *mnt);
 void store_pid_remove(const struct store *st);
@@ -293,6 +320,10 @@ void commit_release(struct commit *c);
 /* Logs r and applies it. r->lsn == 0: a local operation (LSN, epoch and time
  * assigned here). Returns the operation's result; -EIO once sticky. */
 int commit_op(struct commit *c, struct rec *r, int hint_fd, int *out_fd);
+/* commit_op() for a caller that already holds c->order_lock: one that must
+ * read the cache and log what it read with nothing committed in between
+ * (verify's repair). Same contract otherwise. */
+int commit_op_locked(struct commit *c, struct rec *r, int hint_fd, int *out_fd);
 uint64_t commit_last_lsn(struct commit *c);
 
 /* ======================================================================

@@ -65,20 +65,24 @@ static int commit(struct rec *r, int hint_fd, int *out_fd)
 		return -EROFS;
 	rc = commit_op(c->commit, r, hint_fd, out_fd);
 	if (rc == 0 && c->repl && repl_strict(c->repl))
-		repl_wait_replicated(c->repl, r->lsn);
+		rc = repl_wait_replicated(c->repl, r->lsn);
 	return rc;
 }
 
 /* A slave's reads exclude its apply step (fuse_priv.h). */
-static void read_begin(void)
+static int read_begin(void)
 {
-	if (ctx()->apply_lock)
-		pthread_rwlock_rdlock(ctx()->apply_lock);
+	struct fs_ctx *c = ctx();
+
+	if (!c->apply_lock || !atomic_load(&c->guard_reads))
+		return 0;
+	pthread_rwlock_rdlock(c->apply_lock);
+	return 1;
 }
 
-static void read_end(void)
+static void read_end(int locked)
 {
-	if (ctx()->apply_lock)
+	if (locked)
 		pthread_rwlock_unlock(ctx()->apply_lock);
 }
 
@@ -111,9 +115,9 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 {
 	int rc;
 
-	read_begin();
+	int guarded = read_begin();
 	rc = getattr_unguarded(path, st, fi);
-	read_end();
+	read_end(guarded);
 	return rc;
 }
 
@@ -156,9 +160,9 @@ static int fs_readlink(const char *path, char *buf, size_t size)
 {
 	int rc;
 
-	read_begin();
+	int guarded = read_begin();
 	rc = readlink_unguarded(path, buf, size);
-	read_end();
+	read_end(guarded);
 	return rc;
 }
 
@@ -231,9 +235,9 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 {
 	int rc;
 
-	read_begin();
+	int guarded = read_begin();
 	rc = readdir_unguarded(path, buf, filler, offset, fi, flags);
-	read_end();
+	read_end(guarded);
 	return rc;
 }
 
@@ -300,7 +304,7 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	if (!src)
 		return -ENOMEM;
 	*src = FUSE_BUFVEC_INIT(size);
-	if (ctx()->apply_lock) {
+	if (ctx()->apply_lock && atomic_load(&ctx()->guard_reads)) {
 		/* A slave copies under the read lock: a splice after returning
 		 * could see a record half-applied. */
 		void *mem = malloc(size ? size : 1);
@@ -309,9 +313,9 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 			free(src);
 			return -ENOMEM;
 		}
-		read_begin();
+		int guarded = read_begin();
 		n = pread(fh(fi)->fd, mem, size, off);
-		read_end();
+		read_end(guarded);
 		if (n < 0) {
 			int rc = -errno;
 			free(mem);
@@ -363,7 +367,7 @@ static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	int rc = journal_sync(ctx()->journal, lsn);
 	/* Sync replication: the fsync'd operations are on a slave's disk too. */
 	if (rc == 0 && ctx()->repl)
-		repl_wait_replicated(ctx()->repl, lsn);
+		rc = repl_wait_replicated(ctx()->repl, lsn);
 	return rc;
 }
 
@@ -392,9 +396,9 @@ static int fs_getxattr(const char *path, const char *name, char *value, size_t s
 {
 	int rc;
 
-	read_begin();
+	int guarded = read_begin();
 	rc = getxattr_unguarded(path, name, value, size);
-	read_end();
+	read_end(guarded);
 	return rc;
 }
 
@@ -423,9 +427,9 @@ static int fs_listxattr(const char *path, char *list, size_t size)
 {
 	int rc;
 
-	read_begin();
+	int guarded = read_begin();
 	rc = listxattr_unguarded(path, list, size);
-	read_end();
+	read_end(guarded);
 	return rc;
 }
 

@@ -23,6 +23,7 @@ struct fs_ctx {
 	/* A slave's apply step holds it for writing; reads hold it for reading,
 	 * so no reader sees half an operation. NULL on a master. */
 	pthread_rwlock_t *apply_lock;
+	_Atomic int guard_reads;     /* a slave: reads take apply_lock */
 };
 
 extern const struct fuse_operations fs_operations;

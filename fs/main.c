@@ -22,6 +22,9 @@ static const char usage[] =
 	"  keygen                           print a new cluster key (save it, chmod 600)\n"
 	"  mount STORE MOUNTPOINT [-f] [-d] [-o OPTIONS]   mount it (see mount --help)\n"
 	"  status MOUNTPOINT [--json]       role, epoch, journal position, slaves' lag, sync mode\n"
+	"  promote MOUNTPOINT [--force]     failover: this slave becomes the master\n"
+	"  switchover MOUNTPOINT URL        planned handover from this master to the slave at URL\n"
+	"  verify MOUNTPOINT [--repair]     compare master and slaves at one LSN; fix the slaves\n"
 	"  journal dump STORE               print the journal, one record per line\n"
 	"  journal replay STORE DIR         apply the whole journal to an empty DIR\n"
 	"  journal truncate STORE --at SEGMENT:OFFSET   cut a corrupt journal deliberately\n"
@@ -243,6 +246,12 @@ int main(int argc, char **argv)
 		return cmd_journal(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "status"))
 		return repl_status_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "promote"))
+		return repl_promote_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "switchover"))
+		return repl_switchover_main(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "verify"))
+		return repl_verify_main(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "keygen")) {
 		if (argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
 			puts("usage: replfs keygen > cluster.key\n  prints a new 256-bit cluster key "

@@ -6,6 +6,10 @@
  *                            created <unix seconds>
  *   STORE/epoch          "<n>\n", the highest epoch this node has taken or
  *                        followed (written atomically, fsynced)
+ *   STORE/history        "replfs-history 1\n" then "<epoch> <first lsn>\n" per
+ *                        epoch this node's records belong to, oldest first
+ *                        (written atomically, fsynced; before the first record
+ *                        of a new epoch is logged)
  *   STORE/checkpoint     "lsn <n>\nepoch <n>\n": the data directory is durable
  *                        through this LSN; replay after a reboot starts after it
  *   STORE/state          4 KiB, mmap'ed (struct store_state): exact progress of
@@ -357,4 +361,137 @@ int store_epoch_write(struct store *st, uint64_t epoch)
 		return rc;
 	st->epoch = epoch;
 	return 0;
+}
+
+/* ---- epoch history ------------------------------------------------------ */
+
+int history_format(const struct epoch_history *h, char *buf, size_t len)
+{
+	size_t off = 0;
+	int n = snprintf(buf, len, "replfs-history 1\n");
+
+	if (n < 0 || (size_t)n >= len)
+		return -ENOSPC;
+	off = (size_t)n;
+	for (int i = 0; i < h->n; i++) {
+		n = snprintf(buf + off, len - off, "%" PRIu64 " %" PRIu64 "\n", h->epoch[i],
+			     h->first_lsn[i]);
+		if (n < 0 || (size_t)n >= len - off)
+			return -ENOSPC;
+		off += (size_t)n;
+	}
+	return (int)off;
+}
+
+int history_parse(const char *text, struct epoch_history *h)
+{
+	const char *p = text;
+
+	h->n = 0;
+	if (strncmp(p, "replfs-history 1\n", 17) != 0)
+		return -EBADMSG;
+	p += 17;
+	while (*p) {
+		uint64_t e, f;
+		int used = 0;
+		if (sscanf(p, "%" SCNu64 " %" SCNu64 "%n", &e, &f, &used) != 2 || p[used] != '\n')
+			return -EBADMSG;
+		p += used + 1;
+		if (e == 0 || f == 0 || history_note(h, e, f) < 0)
+			return -EBADMSG;
+	}
+	return h->n ? 0 : -EBADMSG;
+}
+
+int store_history_read(const struct store *st, struct epoch_history *h)
+{
+	char *text = NULL;
+	int rc = io_read_file(st->dirfd, "history", &text, NULL, 64 * 1024);
+
+	if (rc == -ENOENT) {
+		h->n = 1;
+		h->epoch[0] = 1;
+		h->first_lsn[0] = 1;
+		return 0;
+	}
+	if (rc < 0)
+		return rc;
+	rc = history_parse(text, h);
+	free(text);
+	return rc;
+}
+
+int store_history_write(const struct store *st, const struct epoch_history *h)
+{
+	char buf[HISTORY_MAX * 48 + 32];
+	int n = history_format(h, buf, sizeof(buf));
+
+	if (n < 0)
+		return n;
+	return io_write_file_atomic(st->dirfd, "history", buf, (size_t)n);
+}
+
+int history_note(struct epoch_history *h, uint64_t epoch, uint64_t first_lsn)
+{
+	if (h->n) {
+		uint64_t last_e = h->epoch[h->n - 1], last_f = h->first_lsn[h->n - 1];
+		if (epoch == last_e)
+			return 0;
+		if (epoch < last_e)
+			return -EINVAL;
+		if (first_lsn < last_f)
+			return -EINVAL;
+		if (first_lsn == last_f) {
+			/* The earlier epoch never got a record: it is not part of
+			 * this timeline. */
+			h->epoch[h->n - 1] = epoch;
+			return 1;
+		}
+	}
+	if (h->n == HISTORY_MAX) {
+		/* Only the recent past decides a fork: drop the oldest. */
+		memmove(h->epoch, h->epoch + 1, sizeof(h->epoch[0]) * (HISTORY_MAX - 1));
+		memmove(h->first_lsn, h->first_lsn + 1, sizeof(h->first_lsn[0]) * (HISTORY_MAX - 1));
+		h->n--;
+	}
+	h->epoch[h->n] = epoch;
+	h->first_lsn[h->n] = first_lsn;
+	h->n++;
+	return 1;
+}
+
+uint64_t history_epoch_at(const struct epoch_history *h, uint64_t lsn)
+{
+	uint64_t e = 0;
+
+	for (int i = 0; i < h->n && h->first_lsn[i] <= lsn; i++)
+		e = h->epoch[i];
+	return e;
+}
+
+void history_cut(struct epoch_history *h, uint64_t last_lsn)
+{
+	while (h->n > 1 && h->first_lsn[h->n - 1] > last_lsn)
+		h->n--;
+}
+
+uint64_t history_fork(const struct epoch_history *a, uint64_t a_last,
+		      const struct epoch_history *b, uint64_t b_last)
+{
+	uint64_t m = a_last < b_last ? a_last : b_last, x = 1;
+
+	/* Epochs are constant between breakpoints: check each run once. */
+	while (x <= m) {
+		uint64_t next = m + 1;
+		if (history_epoch_at(a, x) != history_epoch_at(b, x))
+			return x - 1;
+		for (int i = 0; i < a->n; i++)
+			if (a->first_lsn[i] > x && a->first_lsn[i] < next)
+				next = a->first_lsn[i];
+		for (int i = 0; i < b->n; i++)
+			if (b->first_lsn[i] > x && b->first_lsn[i] < next)
+				next = b->first_lsn[i];
+		x = next;
+	}
+	return m;
 }

@@ -27,6 +27,28 @@ struct retention_inputs {
 /* Lowest LSN the journal must keep; records below it may be deleted. */
 uint64_t retention_floor(const struct retention_inputs *in);
 
+/* ---- rejoin: a node whose timeline forked from its new master's ---- */
+
+/* What the node holds after the fork was never the master's. Before the
+ * node takes the master's tree (a snapshot), rejoin_set_aside() keeps every
+ * file those records changed, as it is now, in STORE/recovery/<dir>/files/,
+ * and lists the records and files in STORE/recovery/<dir>/REPORT and
+ * report.json. STORE/rejoin marks the rejoin in progress (format in
+ * rejoin.c), so that a restart finishes it. */
+struct rejoin_info {
+	uint64_t fork_lsn;     /* last LSN both timelines share */
+	uint64_t fork_epoch;   /* epoch of this node's records after it */
+	uint64_t master_epoch; /* the master it rejoins */
+	char master[256];      /* its URL */
+};
+int rejoin_set_aside(struct store *st, struct journal *j, const struct rejoin_info *ri,
+		     char *dir, size_t dirlen);
+/* 1 when a rejoin set its files aside but the tree is not replaced yet (the
+ * follower must install a snapshot before anything else), 0 when none. */
+int rejoin_pending(struct store *st, struct rejoin_info *ri);
+/* The tree was replaced: the rejoin is complete. */
+int rejoin_finish(struct store *st);
+
 /* ---- crash replay ---- */
 
 enum recovery_mode {
@@ -178,5 +200,137 @@ int snapshot_install_swap(struct store *st, struct journal *j, int *old_datafd);
  * whose marker says "swap", discards one still "receiving", and removes
  * leftovers of incoming/. */
 int snapshot_install_recover(struct store *st, struct journal *j);
+
+/* ---- verify ---- */
+
+/* Comparing nodes at one LSN X: each node freezes its tree at X
+ * (snapshot_create), hashes it into a MANIFEST, the master compares every
+ * slave's manifest with its own, and a repair makes the slaves match by
+ * journaling the master's state as ordinary records. Manifest encoding and
+ * the repair scheme are documented at the top of verify.c. */
+
+/* The snapshot's item stream in plaintext (format at the top of snapshot.c),
+ * read under the same copy-on-write protocol as snapshot_reader_open; read
+ * and close it with snapshot_reader_read/_close. Same errors as the
+ * encrypted reader (-ESTALE: make a new snapshot). */
+int snapshot_reader_open_plain(struct snapshot *s, struct snapshot_reader **out);
+
+#define VERIFY_BLOCK (1u << 20) /* content is compared in blocks of this size */
+#define VERIFY_DIGEST 32        /* BLAKE2b-256 */
+
+/* One path of a tree. Pointers point into the manifest's own storage. */
+struct verify_entry {
+	const char *path;        /* relative, "" = the root */
+	uint32_t type;           /* st_mode & S_IFMT */
+	uint32_t perm;           /* st_mode & 07777 */
+	uint32_t uid, gid;
+	uint64_t size;           /* regular files, else 0 */
+	uint64_t rdev;           /* character and block devices, else 0 */
+	const char *target;      /* symlinks: the target, else "" */
+	const char *link;        /* a further name of a file: the path the
+				  * snapshot met first (attributes and content
+				  * are that file's), else "" */
+	uint8_t xattr_digest[VERIFY_DIGEST];
+	uint32_t xattr_count;
+	uint32_t xattr_names_len;
+	const char *xattr_names; /* xattr_count names, each NUL-terminated, in
+				  * ascending order; xattr_names_len bytes */
+	uint8_t digest[VERIFY_DIGEST]; /* regular files: the whole content */
+	uint64_t nblocks;        /* ceil(size / VERIFY_BLOCK) */
+	const uint8_t *blocks;   /* nblocks digests of VERIFY_DIGEST bytes */
+};
+
+struct verify_manifest {
+	struct verify_entry *entries; /* ascending by strcmp(path); the root first */
+	size_t n;
+	uint64_t lsn, epoch;          /* of the snapshot */
+	uint64_t files, file_bytes;   /* distinct regular files, their total size */
+	uint64_t bytes_hashed;        /* content bytes read (holes are not read) */
+	void *mem;                    /* private: what the entries point into */
+};
+
+/* Builds the manifest of a snapshot (takes no reference on s: hold one).
+ * -ESTALE when the snapshot can no longer be read whole, its failure, or
+ * -errno. Reads every file: minutes for a large tree. */
+int verify_manifest_build(struct snapshot *s, struct verify_manifest *m);
+
+/* The same from the plaintext item stream in pieces of any size (tests, or
+ * a stream from elsewhere). feed and finish return -EBADMSG on a malformed
+ * stream (sticky), -EINVAL on a bad path, -EPROTO on an unknown version;
+ * finish -EBADMSG when the stream is incomplete. Free the builder after
+ * finish, whatever it returned. */
+struct verify_builder;
+int verify_builder_new(struct verify_builder **out);
+int verify_builder_feed(struct verify_builder *b, const void *buf, size_t len);
+int verify_builder_finish(struct verify_builder *b, struct verify_manifest *m);
+void verify_builder_free(struct verify_builder *b);
+
+/* Binary form for the network: *out is malloc'd. */
+int verify_manifest_encode(const struct verify_manifest *m, uint8_t **out, size_t *len);
+/* Strict: -EBADMSG on any malformed, truncated or trailing byte, or a bad
+ * path; -EPROTO on an unknown version. m is untouched on failure. */
+int verify_manifest_decode(const uint8_t *buf, size_t len, struct verify_manifest *m);
+void verify_manifest_free(struct verify_manifest *m);
+const struct verify_entry *verify_manifest_find(const struct verify_manifest *m,
+						const char *path);
+
+/* What differs at one path (bits of verify_diff.what). */
+#define VERIFY_MISSING 0x001 /* the master has it, the slave does not */
+#define VERIFY_EXTRA 0x002   /* the slave has it, the master does not */
+#define VERIFY_TYPE 0x004    /* (nothing else is compared then) */
+#define VERIFY_CONTENT 0x008
+#define VERIFY_SIZE 0x010
+#define VERIFY_MODE 0x020
+#define VERIFY_OWNER 0x040
+#define VERIFY_TARGET 0x080
+#define VERIFY_XATTR 0x100
+#define VERIFY_RDEV 0x200
+
+struct verify_diff {
+	const char *path;
+	unsigned what;
+	const struct verify_entry *m; /* the master's entry; NULL when EXTRA */
+	const struct verify_entry *s; /* the slave's; NULL when MISSING */
+	uint64_t nblocks;             /* CONTENT: how many blocks differ */
+	uint64_t *blocks;             /* CONTENT: which, ascending */
+};
+
+/* Every difference, ascending by path, in a malloc'd array (*out NULL when
+ * none). The diffs point into both manifests: keep them until
+ * verify_diffs_free. -ESTALE when the manifests are not of the same LSN. */
+int verify_compare(const struct verify_manifest *master, const struct verify_manifest *slave,
+		   struct verify_diff **out, size_t *n);
+void verify_diffs_free(struct verify_diff *d, size_t n);
+/* One line without a newline, e.g. "a/b.txt: content differs (block 0 of 1),
+ * mode 0644 vs 0600" (master's value first). m and s: the manifests d came
+ * from (-EINVAL if not). -ENOBUFS when cut short (buf still terminated). */
+int verify_diff_describe(const struct verify_diff *d, const struct verify_manifest *m,
+			 const struct verify_manifest *s, char *buf, size_t len);
+/* 0 when no record can fix d without changing the master: a TYPE, symlink
+ * TARGET or RDEV difference, or xattrs of a symlink. verify_repair skips it. */
+int verify_diff_repairable(const struct verify_diff *d);
+
+struct verify_repair_stats {
+	uint64_t repaired;     /* diffs journaled in full */
+	uint64_t unrepairable; /* see verify_diff_repairable */
+	uint64_t changed;      /* the master's path changed since the snapshot in a
+				* way that makes the diff moot or unsafe to
+				* repair: skipped (verify again) */
+	uint64_t failed;       /* a record failed on the master unexpectedly */
+	uint64_t records;      /* records logged */
+	uint64_t bytes;        /* content bytes logged */
+	uint64_t first_lsn, last_lsn; /* of the records logged, 0 when none */
+};
+
+/* Master only (the caller checks the role), without c->order_lock: takes it
+ * for one path at a time. Logs, through commit, records that turn each
+ * slave's differing path into the master's CURRENT state of it and that
+ * leave the master as it is (scheme at the top of verify.c), then makes them
+ * durable (journal_sync). Diffs that cannot or need not be repaired are
+ * counted in st and logged. Returns 0, or -errno when it had to stop (the
+ * commit's sticky error, no space to log, out of memory). Drop the snapshot
+ * first: while it lives, every file repaired is copied for it. */
+int verify_repair(struct commit *c, const struct verify_diff *d, size_t n,
+		  struct verify_repair_stats *st);
 
 #endif

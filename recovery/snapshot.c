@@ -85,6 +85,11 @@
  *              match the HEAD; the last item of the stream
  *   xattr block = repeated [u32 name_len][u32 value_len][name][value]
  *
+ * snapshot_reader_open_plain() yields exactly this item sequence with no
+ * secretstream header or framing: verify.c hashes a node's own snapshot
+ * through it, so a manifest sees the tree by the very reads (and the same
+ * copy-on-write protocol) a slave's install would.
+ *
  * Entries come in an order the receiver can create them in: a directory
  * before anything inside it, a FILE before its HARDLINKs. The receiver
  * creates content first, then owner, then mode (so set-id bits survive),
@@ -899,6 +904,7 @@ void snapshot_before_apply(void *arg, const struct rec *r, int hint_fd)
 
 struct snapshot_reader {
 	struct snapshot *s;
+	int plain;               /* the bare item stream: no framing, no cipher */
 	crypto_secretstream_xchacha20poly1305_state ss;
 	uint8_t *bind;
 	size_t bindlen;
@@ -1197,6 +1203,13 @@ static int reader_fill(struct snapshot_reader *r)
 		final = 1; /* the trailer filled the message exactly */
 	if ((failed = atomic_load(&s->failed)))
 		return failed;
+	if (r->plain) {
+		memcpy(r->ct + r->ct_len, r->pt, r->pt_len);
+		r->ct_len += r->pt_len;
+		r->msgs++;
+		r->done = final;
+		return 0;
+	}
 	if (crypto_secretstream_xchacha20poly1305_push(
 		    &r->ss, r->ct + r->ct_len + 4, &clen, r->pt, r->pt_len,
 		    r->msgs == 0 ? r->bind : NULL, r->msgs == 0 ? r->bindlen : 0,
@@ -1210,8 +1223,9 @@ static int reader_fill(struct snapshot_reader *r)
 	return 0;
 }
 
-int snapshot_reader_open(struct snapshot *s, const uint8_t key[32], const uint8_t *bind,
-			 size_t bindlen, struct snapshot_reader **out)
+/* key NULL: the plaintext reader (no secretstream header, no framing). */
+static int reader_open(struct snapshot *s, const uint8_t *key, const uint8_t *bind,
+		       size_t bindlen, struct snapshot_reader **out)
 {
 	struct snapshot_reader *r;
 	int rc, failed;
@@ -1233,8 +1247,11 @@ int snapshot_reader_open(struct snapshot *s, const uint8_t key[32], const uint8_
 	if (bindlen)
 		memcpy(r->bind, bind, bindlen);
 	r->bindlen = bindlen;
-	crypto_secretstream_xchacha20poly1305_init_push(&r->ss, r->ct, key);
-	r->ct_len = STREAM_HDR;
+	r->plain = key == NULL;
+	if (!r->plain) {
+		crypto_secretstream_xchacha20poly1305_init_push(&r->ss, r->ct, key);
+		r->ct_len = STREAM_HDR;
+	}
 
 	item_start(&r->item, IT_HEAD, HEAD_LEN);
 	uint8_t *p = r->item.p + ITEM_HDR;
@@ -1267,6 +1284,17 @@ fail:
 	buf_free(&r->item);
 	free(r);
 	return rc;
+}
+
+int snapshot_reader_open(struct snapshot *s, const uint8_t key[32], const uint8_t *bind,
+			 size_t bindlen, struct snapshot_reader **out)
+{
+	return reader_open(s, key, bind, bindlen, out);
+}
+
+int snapshot_reader_open_plain(struct snapshot *s, struct snapshot_reader **out)
+{
+	return reader_open(s, NULL, NULL, 0, out);
 }
 
 ssize_t snapshot_reader_read(struct snapshot_reader *r, uint8_t *buf, size_t max)

@@ -81,9 +81,9 @@ static enum MHD_Result send_sealed(struct replicator *r, struct MHD_Connection *
 	return ret;
 }
 
-static enum MHD_Result reply_sealed(struct replicator *r, struct MHD_Connection *conn,
-				    uint8_t type, const struct repl_env *req, const void *plain,
-				    size_t len)
+enum MHD_Result repl_reply_sealed(struct replicator *r, struct MHD_Connection *conn,
+				  uint8_t type, const struct repl_env *req, const void *plain,
+				  size_t len)
 {
 	uint8_t *buf = malloc(REPL_ENV_OVERHEAD + len);
 
@@ -93,24 +93,25 @@ static enum MHD_Result reply_sealed(struct replicator *r, struct MHD_Connection 
 	return send_sealed(r, conn, type, req, buf, len);
 }
 
-static enum MHD_Result reply_json(struct replicator *r, struct MHD_Connection *conn,
-				  uint8_t type, const struct repl_env *req, json_t *obj)
+enum MHD_Result repl_reply_json(struct replicator *r, struct MHD_Connection *conn,
+				uint8_t type, const struct repl_env *req, void *json)
 {
+	json_t *obj = json;
 	char *text = json_dumps(obj, JSON_COMPACT);
 	enum MHD_Result ret;
 
 	json_decref(obj);
 	if (!text)
 		return MHD_NO;
-	ret = reply_sealed(r, conn, type, req, text, strlen(text));
+	ret = repl_reply_sealed(r, conn, type, req, text, strlen(text));
 	free(text);
 	return ret;
 }
 
-static enum MHD_Result reply_error(struct replicator *r, struct MHD_Connection *conn,
-				   const struct repl_env *req, const char *code, const char *msg)
+enum MHD_Result repl_reply_error(struct replicator *r, struct MHD_Connection *conn,
+				 const struct repl_env *req, const char *code, const char *msg)
 {
-	return reply_json(r, conn, REPL_MSG_ERROR, req,
+	return repl_reply_json(r, conn, REPL_MSG_ERROR, req,
 			  json_pack("{s:s, s:s}", "error", code, "message", msg));
 }
 
@@ -152,7 +153,7 @@ static enum MHD_Result on_hello(struct replicator *r, struct MHD_Connection *con
 		r->challenge_ns[slot] = now_ns;
 		sodium_bin2hex(hex, sizeof(hex), r->challenge[slot], REPL_ID_BYTES);
 		pthread_mutex_unlock(&s->lock);
-		return reply_json(r, conn, REPL_MSG_ERROR, e,
+		return repl_reply_json(r, conn, REPL_MSG_ERROR, e,
 				  json_pack("{s:s, s:s, s:s}", "error", "challenge", "message",
 					    "say hello with this challenge", "challenge", hex));
 	}
@@ -178,18 +179,50 @@ static enum MHD_Result on_hello(struct replicator *r, struct MHD_Connection *con
 	}
 	randombytes_buf(session, sizeof(session));
 
+	/* Where the two timelines fork: what the slave holds beyond it was
+	 * never this master's; it must give it up (and keep it aside) first. */
+	struct epoch_history sh;
+	uint64_t applied = jget(msg, "applied"), durable = jget(msg, "durable"), fork;
+	if (repl_history_from_json(json_object_get(msg, "history"), &sh) < 0) {
+		sh.n = 1;
+		sh.epoch[0] = 1;
+		sh.first_lsn[0] = 1;
+	}
+	pthread_mutex_lock(&r->hist_lock);
+	fork = history_fork(&r->hist, journal_appended_lsn(r->node.journal), &sh, applied);
+	json_t *hist = repl_history_json(&r->hist);
+	pthread_mutex_unlock(&r->hist_lock);
+	int diverged = fork < applied;
+	if (durable > fork)
+		durable = fork;
+
+	char url[128] = "", ip[NI_MAXHOST];
+	const char *listen = json_string_value(json_object_get(msg, "listen"));
+	snprintf(ip, sizeof(ip), "%s", peer);
+	if (strrchr(ip, ':'))
+		*strrchr(ip, ':') = '\0';
+	if (listen) {
+		struct repl_options lo = { 0 };
+		if (repl_parse_listen(listen, &lo) == 0)
+			repl_advertised_url(lo.listen_host, lo.listen_port, ip, url, sizeof(url));
+	}
+
 	pthread_mutex_lock(&s->lock);
 	sl = repl_state_slave(s, e->sender, 1);
 	if (!sl) {
 		pthread_mutex_unlock(&s->lock);
-		return reply_error(r, conn, e, "full", "this master serves its maximum of slaves");
+		json_decref(hist);
+		return repl_reply_error(r, conn, e, "full", "this master serves its maximum of slaves");
 	}
 	int idx = (int)(sl - s->slaves);
 	int is_new = sl->seen_mono_ns == 0;
 	memcpy(sl->session, session, REPL_ID_BYTES);
 	sl->last_counter = 0;
 	snprintf(sl->addr, sizeof(sl->addr), "%s", peer);
-	repl_state_ack(s, sl, jget(msg, "durable"), time_mono_ns());
+	snprintf(sl->url, sizeof(sl->url), "%s", url);
+	if (diverged || sl->acked_lsn > applied)
+		sl->acked_lsn = durable; /* what it holds of this timeline, no more */
+	repl_state_ack(s, sl, durable, time_mono_ns());
 	s->dirty = 1;
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_lock(&r->slots[idx].lock);
@@ -199,12 +232,19 @@ static enum MHD_Result on_hello(struct replicator *r, struct MHD_Connection *con
 
 	sodium_bin2hex(hex, sizeof(hex), e->sender, REPL_ID_BYTES);
 	log_info("slave %s %s from %s at LSN %" PRIu64, hex, is_new ? "joined" : "reconnected",
-		 peer, jget(msg, "applied"));
+		 peer, applied);
+	if (diverged)
+		log_warn("slave %s holds LSNs %" PRIu64 "-%" PRIu64 " of another timeline (forked "
+			 "after LSN %" PRIu64 "): it sets them aside and rejoins",
+			 hex, fork + 1, applied, fork);
 	sodium_bin2hex(hex, sizeof(hex), session, REPL_ID_BYTES);
-	return reply_json(r, conn, REPL_MSG_WELCOME, e,
-			  json_pack("{s:s, s:I, s:I, s:I}", "session", hex, "lsn",
-				    (json_int_t)journal_appended_lsn(r->node.journal), "first_lsn",
-				    (json_int_t)first, "epoch", (json_int_t)r->node.st->epoch));
+	json_t *w = json_pack("{s:s, s:I, s:I, s:I, s:o, s:o}", "session", hex, "lsn",
+			      (json_int_t)journal_appended_lsn(r->node.journal), "first_lsn",
+			      (json_int_t)first, "epoch", (json_int_t)r->node.st->epoch, "history",
+			      hist, "peers", repl_peers_json(r));
+	if (diverged)
+		json_object_set_new(w, "truncate_to", json_integer((json_int_t)fork));
+	return repl_reply_json(r, conn, REPL_MSG_WELCOME, e, w);
 }
 
 /* Finds the request's slave and checks session and counter. */
@@ -256,16 +296,16 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 	sl->in_snapshot = 0;
 	pthread_mutex_unlock(&s->lock);
 	if (from == 0)
-		return reply_error(r, conn, e, "bad_request", "fetch without a position");
+		return repl_reply_error(r, conn, e, "bad_request", "fetch without a position");
 	if (from > journal_appended_lsn(j) + 1) {
 		char m[160];
 		snprintf(m, sizeof(m),
 			 "the slave is at LSN %" PRIu64 " but this master's journal ends at %" PRIu64,
 			 from - 1, journal_appended_lsn(j));
-		return reply_error(r, conn, e, "diverged", m);
+		return repl_reply_error(r, conn, e, "diverged", m);
 	}
 	if (from < journal_first_lsn(j))
-		return reply_error(r, conn, e, "snapshot_needed",
+		return repl_reply_error(r, conn, e, "snapshot_needed",
 				   "the records this slave needs are no longer kept");
 	if (wait_ms > REPL_POLL_MS_MAX)
 		wait_ms = REPL_POLL_MS_MAX;
@@ -287,6 +327,12 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 		pthread_mutex_unlock(&s->lock);
 	}
 
+	/* A verify compares the trees at verify_lsn: no batch crosses it, so a
+	 * slave knows of it before it could apply past it. */
+	uint64_t upto = UINT64_MAX;
+	h.verify_lsn = atomic_load(&r->verify_lsn);
+	if (h.verify_lsn && from <= h.verify_lsn)
+		upto = h.verify_lsn;
 	pthread_mutex_lock(&fs->lock);
 	if (fs->cur.next_lsn != from) {
 		journal_cursor_close(&fs->cur);
@@ -299,11 +345,11 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 			break;
 		}
 		buf = nb;
-		rc = journal_read(j, &fs->cur, UINT64_MAX, buf + REPL_ENV_HEAD + REPL_BATCH_HEAD,
+		rc = journal_read(j, &fs->cur, upto, buf + REPL_ENV_HEAD + REPL_BATCH_HEAD,
 				  cap, &len, &h.salt, &h.nrec);
 		/* A record bigger than the usual batch: once, with room for it. */
 		if (rc == 0 && h.nrec == 0 && cap < REC_MAX_SIZE &&
-		    journal_appended_lsn(j) >= fs->cur.next_lsn) {
+		    journal_appended_lsn(j) >= fs->cur.next_lsn && fs->cur.next_lsn <= upto) {
 			cap = REC_MAX_SIZE;
 			continue;
 		}
@@ -312,7 +358,7 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 	pthread_mutex_unlock(&fs->lock);
 	if (rc == -ENOENT) {
 		free(buf);
-		return reply_error(r, conn, e, "snapshot_needed",
+		return repl_reply_error(r, conn, e, "snapshot_needed",
 				   "the records this slave needs are no longer kept");
 	}
 	if (rc < 0) {
@@ -321,7 +367,7 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 		log_error("cannot read the journal for a slave at LSN %" PRIu64 ": %s", from,
 			  strerror(-rc));
 		snprintf(m, sizeof(m), "master cannot read its journal: %s", strerror(-rc));
-		return reply_error(r, conn, e, "internal", m);
+		return repl_reply_error(r, conn, e, "internal", m);
 	}
 	h.master_lsn = journal_appended_lsn(j);
 	h.master_epoch = r->node.st->epoch;
@@ -416,7 +462,7 @@ static enum MHD_Result on_snapshot(struct replicator *r, struct MHD_Connection *
 	if (rc < 0) {
 		free(ss);
 		log_error("cannot take a snapshot: %s", strerror(-rc));
-		return reply_error(r, conn, e, "internal", "the master cannot take a snapshot");
+		return repl_reply_error(r, conn, e, "internal", "the master cannot take a snapshot");
 	}
 	memcpy(bind, e->session, REPL_ID_BYTES);
 	memcpy(bind + REPL_ID_BYTES, &c, 8);
@@ -429,7 +475,7 @@ static enum MHD_Result on_snapshot(struct replicator *r, struct MHD_Connection *
 	rc = snapshot_reader_open(r->snap, r->o.key, bind, sizeof(bind), &ss->rd);
 	if (rc < 0) {
 		snap_send_free(ss);
-		return reply_error(r, conn, e, "internal", "the master cannot read its snapshot");
+		return repl_reply_error(r, conn, e, "internal", "the master cannot read its snapshot");
 	}
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256 * 1024, snap_send_read, ss,
 						 snap_send_free);
@@ -466,23 +512,36 @@ static enum MHD_Result on_repl(struct replicator *r, struct MHD_Connection *conn
 			 peer);
 		return refuse(conn, "refused: not sealed with this cluster's key\n");
 	}
-	if (r->is_slave)
-		return reply_error(r, conn, &e, "not_master", "this node is a slave");
-	if (e.epoch > r->node.st->epoch) {
+	if (e.type == REPL_MSG_ANNOUNCE || e.type == REPL_MSG_PROBE || e.type == REPL_MSG_PROMOTE ||
+	    e.type == REPL_MSG_VERIFY)
+		return repl_failover_request(r, conn, &e, plain, plen, peer);
+	if (!atomic_load(&r->is_slave) && !atomic_load(&r->deposed) &&
+	    e.epoch > r->node.st->epoch) {
+		/* Only a newer master gives out a newer epoch: this one was
+		 * replaced. */
+		char by[160];
 		pthread_mutex_lock(&s->lock);
 		s->refused_epoch++;
 		pthread_mutex_unlock(&s->lock);
-		log_error("node at %s has epoch %" PRIu64 ", newer than this master's %" PRIu64
-			  ": this master may have been replaced",
-			  peer, e.epoch, r->node.st->epoch);
-		return reply_error(r, conn, &e, "stale_epoch",
-				   "this master's epoch is older than yours");
+		snprintf(by, sizeof(by), "a node at %s with epoch %" PRIu64, peer, e.epoch);
+		repl_fence(r, e.epoch, by);
+	}
+	if (atomic_load(&r->is_slave) || atomic_load(&r->deposed)) {
+		char url[128], m[300];
+		uint64_t epoch;
+		repl_master_hint(r, url, sizeof(url), &epoch);
+		snprintf(m, sizeof(m), "this node is not the master%s%s", url[0] ? "; the master is " : "",
+			 url);
+		return repl_reply_json(r, conn, REPL_MSG_ERROR, &e,
+				       json_pack("{s:s, s:s, s:s, s:I}", "error", "not_master",
+						 "message", m, "master", url,
+						 "epoch", (json_int_t)epoch));
 	}
 	if (e.type != REPL_MSG_SNAPSHOT || plen) {
 		msg = json_loadb((const char *)plain, plen, 0, NULL);
 		if (!json_is_object(msg)) {
 			json_decref(msg);
-			return reply_error(r, conn, &e, "bad_request", "malformed message");
+			return repl_reply_error(r, conn, &e, "bad_request", "malformed message");
 		}
 	}
 	switch (e.type) {
@@ -495,7 +554,7 @@ static enum MHD_Result on_repl(struct replicator *r, struct MHD_Connection *conn
 		struct repl_slave *sl = session_check(r, &e, peer, &why);
 		if (!sl) {
 			ret = !strcmp(why, "replay") ? refuse(conn, "refused: replayed request\n")
-						     : reply_error(r, conn, &e, "session",
+						     : repl_reply_error(r, conn, &e, "session",
 								   "unknown session: say hello");
 		} else if (e.type == REPL_MSG_FETCH) {
 			ret = on_fetch(r, conn, &e, msg, sl);
@@ -503,14 +562,15 @@ static enum MHD_Result on_repl(struct replicator *r, struct MHD_Connection *conn
 			pthread_mutex_lock(&s->lock);
 			repl_state_ack(s, sl, jget(msg, "acked"), time_mono_ns());
 			pthread_mutex_unlock(&s->lock);
-			ret = reply_json(r, conn, REPL_MSG_ACKED, &e, json_object());
+			ret = repl_reply_json(r, conn, REPL_MSG_ACKED, &e,
+					      json_pack("{s:o}", "peers", repl_peers_json(r)));
 		} else {
 			ret = on_snapshot(r, conn, &e, sl);
 		}
 		break;
 	}
 	default:
-		ret = reply_error(r, conn, &e, "bad_request", "unexpected message type");
+		ret = repl_reply_error(r, conn, &e, "bad_request", "unexpected message type");
 	}
 	json_decref(msg);
 	return ret;
@@ -609,14 +669,41 @@ static enum MHD_Result on_control(void *cls, struct MHD_Connection *conn, const 
 				  const char *method, const char *version,
 				  const char *upload_data, size_t *upload_size, void **con_cls)
 {
+	struct replicator *r = cls;
+	struct req_body *b = *con_cls;
+
 	(void)version;
-	(void)upload_data;
-	(void)upload_size;
-	(void)con_cls;
-	if (strcmp(method, "GET") != 0)
+	if (!strcmp(method, "GET"))
+		return repl_serve_info(cls, conn, url);
+	if (strcmp(method, "POST") != 0)
 		return repl_serve_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
 				       strdup("method not allowed\n"));
-	return repl_serve_info(cls, conn, url);
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return MHD_NO;
+		*con_cls = b;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (b->len + *upload_size > 65536) {
+			b->too_big = 1;
+		} else {
+			uint8_t *n = realloc(b->data, b->len + *upload_size + 1);
+			if (!n)
+				return MHD_NO;
+			b->data = n;
+			memcpy(b->data + b->len, upload_data, *upload_size);
+			b->len += *upload_size;
+			b->data[b->len] = '\0';
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (b->too_big)
+		return repl_serve_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "text/plain",
+				       strdup("request too large\n"));
+	return repl_control_post(r, conn, url, b->data ? (const char *)b->data : "", b->len);
 }
 
 static int control_start(struct replicator *r, char *err, size_t errlen)
@@ -643,7 +730,9 @@ static int control_start(struct replicator *r, char *err, size_t errlen)
 	r->ctl = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
 					  MHD_USE_ERROR_LOG,
 				  0, NULL, NULL, on_control, r, MHD_OPTION_LISTEN_SOCKET, fd,
-				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+				  /* a verify of a big tree answers only when done */
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, r,
 				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
 				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 	if (!r->ctl) {
@@ -668,8 +757,9 @@ static void *housekeeper_main(void *arg)
 		until.tv_sec += 1;
 		pthread_cond_timedwait(&r->hk_cond, &r->hk_lock, &until);
 		pthread_mutex_unlock(&r->hk_lock);
+		repl_failover_tick(r);
 		pthread_mutex_lock(&r->state.lock);
-		if (r->state.dirty) {
+		if (r->state.dirty && !atomic_load(&r->is_slave)) {
 			int rc = repl_state_save(&r->state, r->node.st->dirfd);
 			if (rc < 0)
 				log_warn("cannot save the slave table: %s", strerror(-rc));
@@ -700,12 +790,12 @@ int repl_master_start(struct replicator *r, char *err, size_t errlen)
 		if ((rc = repl_state_load(&r->state, r->node.st->dirfd)) < 0)
 			log_warn("%s/slaves is damaged (%s); slaves will introduce themselves again",
 				 r->node.st->path, strerror(-rc));
-		if (pthread_create(&r->housekeeper, NULL, housekeeper_main, r) != 0) {
-			snprintf(err, errlen, "cannot start the replicator");
-			return -EAGAIN;
-		}
-		r->hk_started = 1;
 	}
+	if (pthread_create(&r->housekeeper, NULL, housekeeper_main, r) != 0) {
+		snprintf(err, errlen, "cannot start the replicator");
+		return -EAGAIN;
+	}
+	r->hk_started = 1;
 	if (!r->o.listen_host[0])
 		return 0;
 	snprintf(port, sizeof(port), "%u", r->o.listen_port);
@@ -761,12 +851,35 @@ void repl_master_stop(struct replicator *r)
 		pthread_join(r->housekeeper, NULL);
 		r->hk_started = 0;
 		pthread_mutex_lock(&r->state.lock);
-		if (r->state.dirty)
+		if (r->state.dirty && !atomic_load(&r->is_slave))
 			repl_state_save(&r->state, r->node.st->dirfd);
 		pthread_mutex_unlock(&r->state.lock);
 	}
 	for (int i = 0; i < REPL_SLAVES_MAX; i++)
 		journal_cursor_close(&r->slots[i].cur);
+}
+
+int repl_master_role_start(struct replicator *r)
+{
+	struct repl_state *s = &r->state;
+
+	/* A promoted slave's slaves introduce themselves anew: a table from an
+	 * earlier time as master would count what they hold wrongly. */
+	pthread_mutex_lock(&s->lock);
+	s->nslaves = 0;
+	memset(s->slaves, 0, sizeof(s->slaves));
+	s->degraded = 0;
+	s->fenced = 0;
+	s->last_lsn = journal_appended_lsn(r->node.journal);
+	s->dirty = 1;
+	pthread_mutex_unlock(&s->lock);
+	for (int i = 0; i < REPL_SLAVES_MAX; i++) {
+		pthread_mutex_lock(&r->slots[i].lock);
+		journal_cursor_close(&r->slots[i].cur);
+		r->slots[i].window = 0;
+		pthread_mutex_unlock(&r->slots[i].lock);
+	}
+	return 0;
 }
 
 unsigned repl_snapshot_links(struct replicator *r, uint64_t ino)

@@ -24,11 +24,43 @@ struct repl_fetch_slot {
 
 struct repl_follower; /* slave.c */
 
+#define REPL_PEERS_MAX (REPL_SLAVES_MAX + 1)
+struct repl_peer {
+	uint8_t node_id[REPL_ID_BYTES];
+	char url[128];
+};
+
 struct replicator {
 	struct repl_options o;
 	struct repl_node node;
 	struct repl_state state;
-	int is_slave;
+	_Atomic int is_slave;
+	/* A newer master exists (failover.c): read-only, acknowledges nothing. */
+	_Atomic int deposed;
+	uint64_t deposed_epoch;   /* state.lock */
+	char deposed_by[160];     /* state.lock */
+	char self_url[128];       /* http://HOST:PORT others reach this node at, or "" */
+	pthread_mutex_t role_lock; /* one promote / fence / switchover at a time */
+	/* This node's timeline (STORE/history); hist_lock. */
+	pthread_mutex_t hist_lock;
+	struct epoch_history hist;
+	/* The other nodes known (STORE/peers): a slave learns them from its
+	 * master, so that it can find the next one; state.lock. */
+	struct repl_peer peers[REPL_PEERS_MAX];
+	int npeers;
+	pthread_mutex_t probe_lock; /* one round of probes at a time */
+	uint64_t probe_ns[REPL_SLAVES_MAX]; /* last probe of each quiet slave */
+	/* verify (failover.c): a master cuts batches at verify_lsn; a slave
+	 * takes its snapshot when it has applied exactly verify_lsn. */
+	_Atomic uint64_t verify_lsn;
+	pthread_mutex_t verify_lock;
+	pthread_cond_t verify_cond;
+	uint64_t verify_target;
+	struct snapshot *verify_snap;
+	int verify_rc;
+	int announcers;          /* verify_lock: ANNOUNCE threads running */
+	int promote_pending;     /* a promote cut short, finished once serving */
+	char promote_old[200];
 	struct MHD_Daemon *http; /* TCP: replication, /metrics */
 	struct MHD_Daemon *ctl;  /* STORE/control.sock: /status, /metrics */
 	int ctl_fd;
@@ -65,6 +97,61 @@ void repl_follower_stop(struct replicator *r);
 /* Fills the "master" object of the status (slave.c); returns a jansson
  * json_t * as void * to keep jansson out of this header. */
 void *repl_follower_status(struct replicator *r);
+/* slave.c: follow another master from now on (announce, redirect). */
+void repl_follower_redirect(struct replicator *r, const char *url, uint64_t epoch);
+/* slave.c: stop fetching, apply what was received, then stop. */
+void repl_follower_drain_stop(struct replicator *r);
+const char *repl_follower_url(struct replicator *r, char *buf, size_t len);
+/* slave.c: the apply step reached LSN lsn (verify point). */
+void repl_verify_point(struct replicator *r, uint64_t lsn);
+
+/* failover.c */
+int repl_failover_start(struct replicator *r, char *err, size_t errlen);
+void repl_failover_stop(struct replicator *r);
+void repl_failover_started(struct replicator *r);
+/* Slave: the master with the newest epoch among the nodes known, if it is
+ * not the one followed now. */
+int repl_find_master(struct replicator *r, char *out, size_t len, uint64_t *epoch);
+/* verifier.c */
+enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection *conn,
+				    const struct repl_env *e, void *msg);
+int repl_verify_run(struct replicator *r, int repair, char *msg, size_t msglen, void **result);
+/* Housekeeper, once a second: a master probes slaves gone quiet. */
+void repl_failover_tick(struct replicator *r);
+/* Control socket POSTs: /promote, /switchover, /verify. */
+enum MHD_Result repl_control_post(struct replicator *r, struct MHD_Connection *conn,
+				  const char *url, const char *body, size_t len);
+/* Answers ANNOUNCE, PROBE, PROMOTE and VERIFY (any role). */
+enum MHD_Result repl_failover_request(struct replicator *r, struct MHD_Connection *conn,
+				      const struct repl_env *e, const uint8_t *plain,
+				      size_t plen, const char *peer);
+/* Learned that epoch > ours exists (by = a URL or node): turn read-only. */
+void repl_fence(struct replicator *r, uint64_t epoch, const char *by);
+/* The answer to "who is the master" a slave or a deposed node gives. */
+void repl_master_hint(struct replicator *r, char *url, size_t len, uint64_t *epoch);
+int repl_peers_save(struct replicator *r);
+/* Sets the peer list from a JSON array of {"id","url"} (state.lock not held). */
+void repl_peers_set(struct replicator *r, void *json_array);
+void *repl_peers_json(struct replicator *r); /* json_t * */
+void *repl_history_json(const struct epoch_history *h);
+int repl_history_from_json(void *json, struct epoch_history *h);
+/* Slave: the master's timeline is known from a WELCOME; note epochs of
+ * records applied (before they are logged). */
+int repl_history_note(struct replicator *r, uint64_t epoch, uint64_t first_lsn);
+/* http://HOST:PORT from a listen address; a wildcard host takes peer_ip. */
+void repl_advertised_url(const char *host, unsigned port, const char *peer_ip, char *out,
+			 size_t len);
+/* master.c: sealed answers shared with failover.c. */
+enum MHD_Result repl_reply_sealed(struct replicator *r, struct MHD_Connection *conn,
+				  uint8_t type, const struct repl_env *req, const void *plain,
+				  size_t len);
+enum MHD_Result repl_reply_json(struct replicator *r, struct MHD_Connection *conn,
+				uint8_t type, const struct repl_env *req, void *json);
+enum MHD_Result repl_reply_error(struct replicator *r, struct MHD_Connection *conn,
+				 const struct repl_env *req, const char *code, const char *msg);
+/* master.c: become a master (promote) or stop being one. */
+int repl_master_role_start(struct replicator *r);
+
 /* status.c: HTTP answers shared by both listeners. */
 enum MHD_Result repl_serve_text(struct MHD_Connection *conn, unsigned code, const char *type,
 				char *body);

@@ -64,6 +64,11 @@ int repl_start(const struct repl_options *o, const struct repl_node *node,
 		free(r);
 		return -EIO;
 	}
+	if ((rc = repl_failover_start(r, err, errlen)) < 0) {
+		curl_global_cleanup();
+		free(r);
+		return rc;
+	}
 	if ((rc = repl_master_start(r, err, errlen)) < 0) {
 		repl_stop(r);
 		return rc;
@@ -72,6 +77,7 @@ int repl_start(const struct repl_options *o, const struct repl_node *node,
 		repl_stop(r);
 		return rc;
 	}
+	repl_failover_started(r);
 	*out = r;
 	return 0;
 }
@@ -81,6 +87,7 @@ void repl_stop(struct replicator *r)
 	if (!r)
 		return;
 	repl_follower_stop(r);
+	repl_failover_stop(r);
 	repl_master_stop(r);
 	pthread_mutex_lock(&r->snap_lock);
 	if (r->snap) {
@@ -128,6 +135,8 @@ int repl_slave_needs(void *arg, struct retention_slave *out, int max, uint64_t *
 	int n = 0;
 
 	*max_bytes = r->o.retain_bytes;
+	if (atomic_load(&r->is_slave))
+		return 0;
 	pthread_mutex_lock(&s->lock);
 	for (int i = 0; i < s->nslaves && n < max; i++) {
 		struct repl_slave *sl = &s->slaves[i];

@@ -36,6 +36,12 @@ enum repl_msg {
 	REPL_MSG_ACK = 5,      /* slave -> master: what I hold durably */
 	REPL_MSG_ACKED = 6,    /* master -> slave: acknowledgement taken */
 	REPL_MSG_SNAPSHOT = 7, /* slave -> master: send me a snapshot */
+	REPL_MSG_ANNOUNCE = 8, /* new master -> any node: I am the master of epoch E */
+	REPL_MSG_PROBE = 9,    /* any -> any: who are you, where are you */
+	REPL_MSG_INFO = 10,    /* answer to PROBE and ANNOUNCE */
+	REPL_MSG_PROMOTE = 11, /* master -> slave: take over (switchover) */
+	REPL_MSG_VERIFY = 12,  /* master -> slave: your manifest at LSN X */
+	REPL_MSG_MANIFEST = 13, /* slave -> master: the manifest */
 	REPL_MSG_ERROR = 15,   /* master -> slave: refusal with a reason */
 	REPL_MSG_MAX
 };
@@ -64,7 +70,7 @@ int repl_open(const uint8_t key[REPL_KEY_BYTES], uint8_t *buf, size_t len, struc
 
 /* Batch plaintext: a fixed header, then records exactly as the master's
  * journal holds them (checksummed with the segment salt given here). */
-#define REPL_BATCH_HEAD 48u
+#define REPL_BATCH_HEAD 56u
 struct repl_batch_head {
 	uint64_t master_lsn;   /* last LSN in the master's journal when sent */
 	uint64_t master_epoch;
@@ -73,6 +79,7 @@ struct repl_batch_head {
 	uint32_t nrec;
 	uint32_t flags;
 	uint64_t master_time_ns;
+	uint64_t verify_lsn;   /* a verify compares trees at this LSN (0 = none) */
 };
 void repl_batch_head_put(uint8_t *out, const struct repl_batch_head *h);
 int repl_batch_head_get(const uint8_t *in, size_t len, struct repl_batch_head *h);
@@ -108,6 +115,7 @@ struct repl_slave {
 	uint64_t seen_mono_ns;   /* last request */
 	int in_snapshot;
 	uint64_t snap_lsn;       /* the snapshot it was last sent */
+	char url[128];           /* where it listens (http://HOST:PORT), "" if not */
 	int known;               /* slot in use */
 };
 
@@ -132,6 +140,10 @@ struct repl_state {
 	uint64_t refused_auth, refused_replay, refused_epoch, refused_path;
 	uint64_t snapshots_sent;
 	int dirty; /* slave table changed: persist it */
+	/* fencing: a newer master exists; nothing more is acknowledged */
+	int fenced;
+	int (*before_degrade)(void *arg); /* lock not held; may fence */
+	void *before_degrade_arg;
 };
 
 void repl_state_init(struct repl_state *s, int sync_count, uint64_t sync_timeout_ms,
@@ -147,8 +159,12 @@ struct repl_slave *repl_state_slave(struct repl_state *s, const uint8_t node_id[
 void repl_state_ack(struct repl_state *s, struct repl_slave *sl, uint64_t acked,
 		    uint64_t now_mono);
 /* Sync mode: waits until sync_count slaves hold lsn durably, or degrades
- * after the timeout. Returns 0 (replicated or degraded), lock not held. */
+ * after the timeout (asking before_degrade first). Returns 0 (replicated or
+ * degraded) or -EIO once fenced and lsn is not held by enough slaves. Lock
+ * not held. */
 int repl_state_wait(struct repl_state *s, uint64_t lsn);
+/* A newer master exists: waiters give up with -EIO. */
+void repl_state_fence(struct repl_state *s);
 /* How many slaves hold lsn. Lock held. */
 int repl_state_holders(const struct repl_state *s, uint64_t lsn);
 enum repl_slave_state repl_state_slave_state(const struct repl_state *s,
@@ -197,6 +213,9 @@ struct repl_node {
 	/* Slave: held for writing while a record is applied; the FUSE read side
 	 * holds it for reading, so no reader sees half an operation. */
 	pthread_rwlock_t *apply_lock;
+	/* The node's role changed: writable (a master) or not (a slave, a
+	 * deposed master); slave reads take apply_lock. */
+	void (*role_changed)(void *arg, int writable);
 };
 
 struct replicator;
@@ -207,6 +226,9 @@ void repl_stop(struct replicator *r);
 /* A slave stops applying (before the final checkpoint of an unmount). */
 void repl_stop_following(struct replicator *r);
 int repl_is_slave(const struct replicator *r);
+/* The mount must start read-only: a slave, or a master that knows it was
+ * deposed (STORE/deposed). */
+int repl_starts_readonly(const struct replicator *r);
 /* commit->on_commit chain (master): wakes waiting fetches. */
 void repl_note_commit(struct replicator *r, uint64_t lsn, uint64_t bytes);
 /* Sync mode: returns once lsn is durable on enough slaves (or degraded). */
@@ -223,5 +245,14 @@ char *repl_status_json(struct replicator *r);
 char *repl_metrics_text(struct replicator *r);
 /* `replfs status MNT [--json]` */
 int repl_status_main(int argc, char **argv);
+/* A request to the daemon of mountpoint mnt over its control socket (GET,
+ * or POST of post_body); *out is the malloc'd answer. Logs why it failed. */
+int repl_control_call(const char *mnt, const char *path, const char *post_body,
+		      long timeout_s, char **out, long *code);
+/* failover.c: `replfs promote MNT [--force]`, `replfs switchover MNT URL`,
+ * `replfs verify MNT [--repair] [--json]` */
+int repl_promote_main(int argc, char **argv);
+int repl_switchover_main(int argc, char **argv);
+int repl_verify_main(int argc, char **argv);
 
 #endif

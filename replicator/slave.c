@@ -54,6 +54,13 @@ struct repl_follower {
 	int applying;
 	uint64_t durable, acked_sent;
 	int reset;            /* apply refused a batch: refetch from the applied LSN */
+	int no_fetch;         /* draining: the fetch thread is done, apply what is queued */
+	int need_snapshot;    /* rejoin: the tree must be replaced before anything else */
+	uint64_t url_epoch;   /* epoch the current URL was learned for */
+	/* the master's timeline, from its WELCOME */
+	struct epoch_history master_hist;
+	int have_master_hist;
+	uint64_t fail_since_ns; /* the master has not answered since */
 	/* session */
 	uint8_t session[REPL_ID_BYTES];
 	int have_session;
@@ -158,7 +165,7 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 	(void)ut;
 	(void)un;
 	pthread_mutex_lock(&f->lock);
-	stop = f->stop;
+	stop = f->stop || f->no_fetch;
 	pthread_mutex_unlock(&f->lock);
 	return stop;
 }
@@ -204,8 +211,10 @@ static int exchange(struct repl_follower *f, CURL *c, uint8_t type, const char *
 
 	if (!req)
 		return -ENOMEM;
+	char url[sizeof(f->url)];
 	memcpy(e.sender, r->node.st->node_id, REPL_ID_BYTES);
 	pthread_mutex_lock(&f->lock);
+	snprintf(url, sizeof(url), "%s", f->url);
 	if (type == REPL_MSG_HELLO)
 		randombytes_buf(e.session, REPL_ID_BYTES);
 	else
@@ -218,6 +227,7 @@ static int exchange(struct repl_follower *f, CURL *c, uint8_t type, const char *
 
 	resp->len = 0;
 	resp->ctype[0] = '\0';
+	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDS, req);
 	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)n);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
@@ -303,6 +313,70 @@ static const char *answer_error(const struct repl_env *e, const uint8_t *plain, 
 	return code;
 }
 
+static void queue_drop(struct repl_follower *f);
+
+/* Switches to url (a newer or equal epoch's master): what is queued from
+ * the old one is dropped, a new session opens with a HELLO, which finds any
+ * fork. */
+static void follow_url(struct repl_follower *f, const char *url, uint64_t epoch)
+{
+	char full[sizeof(f->url)];
+	size_t n = strlen(url);
+
+	while (n && url[n - 1] == '/')
+		n--;
+	if (n >= 5 && !strncmp(url + n - 5, REPL_PATH, 5))
+		n -= 5;
+	snprintf(full, sizeof(full), "%.*s%s", (int)n, url, REPL_PATH);
+	pthread_mutex_lock(&f->lock);
+	if (strcmp(full, f->url) != 0) {
+		snprintf(f->url, sizeof(f->url), "%s", full);
+		f->url_epoch = epoch;
+		f->have_session = 0;
+		f->reset = 1;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+		log_info("following the master at %s (epoch %" PRIu64 ")", full, epoch);
+		return;
+	}
+	pthread_mutex_unlock(&f->lock);
+}
+
+void repl_follower_redirect(struct replicator *r, const char *url, uint64_t epoch)
+{
+	if (r->follower && url && url[0])
+		follow_url(r->follower, url, epoch);
+}
+
+const char *repl_follower_url(struct replicator *r, char *buf, size_t len)
+{
+	struct repl_follower *f = r->follower;
+
+	buf[0] = '\0';
+	if (!f)
+		return buf;
+	pthread_mutex_lock(&f->lock);
+	snprintf(buf, len, "%.*s", (int)(strlen(f->url) - strlen(REPL_PATH)), f->url);
+	pthread_mutex_unlock(&f->lock);
+	return buf;
+}
+
+/* A node that is not the master named the one it knows: follow it when its
+ * epoch is not older than ours. */
+static void follow_hint(struct repl_follower *f, const uint8_t *plain, size_t plen,
+			const char *msg)
+{
+	json_t *o = json_loadb((const char *)plain, plen, 0, NULL);
+	const char *url = json_string_value(json_object_get(o, "master"));
+	uint64_t epoch = jget(o, "epoch");
+
+	if (url && url[0] && epoch >= f->r->node.st->epoch)
+		follow_url(f, url, epoch);
+	else
+		set_state(f, "connecting", "%s", msg);
+	json_decref(o);
+}
+
 static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 {
 	struct replicator *r = f->r;
@@ -310,7 +384,7 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 	struct repl_env re;
 	uint8_t *plain, sid[REPL_ID_BYTES];
 	size_t plen, sidlen = 0;
-	char err[300], body[320], msg[256];
+	char err[300], msg[256];
 	const char *code;
 	json_t *o;
 	int rc;
@@ -319,17 +393,28 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 	 * hello, carrying it, opens the session. */
 	char challenge[REPL_ID_BYTES * 2 + 1] = "";
 	for (int round = 0; round < 2; round++) {
+		/* Who we are: position, timeline (the master finds any fork from
+		 * it) and where we listen (so the others can find us after a
+		 * failover). */
+		json_t *h = json_pack("{s:I, s:I}", "applied", (json_int_t)commit_last_lsn(cm),
+				      "durable", (json_int_t)journal_durable_lsn(r->node.journal));
+		pthread_mutex_lock(&r->hist_lock);
+		json_object_set_new(h, "history", repl_history_json(&r->hist));
+		pthread_mutex_unlock(&r->hist_lock);
+		if (r->o.listen_host[0]) {
+			char l[96];
+			snprintf(l, sizeof(l), "%s:%u", r->o.listen_host, r->o.listen_port);
+			json_object_set_new(h, "listen", json_string(l));
+		}
 		if (challenge[0])
-			snprintf(body, sizeof(body),
-				 "{\"applied\":%" PRIu64 ",\"durable\":%" PRIu64
-				 ",\"challenge\":\"%s\"}",
-				 commit_last_lsn(cm), journal_durable_lsn(r->node.journal), challenge);
-		else
-			snprintf(body, sizeof(body),
-				 "{\"applied\":%" PRIu64 ",\"durable\":%" PRIu64 "}",
-				 commit_last_lsn(cm), journal_durable_lsn(r->node.journal));
-		rc = exchange(f, c, REPL_MSG_HELLO, body, 10000, resp, &re, &plain, &plen, err,
+			json_object_set_new(h, "challenge", json_string(challenge));
+		char *text = json_dumps(h, JSON_COMPACT);
+		json_decref(h);
+		if (!text)
+			return -ENOMEM;
+		rc = exchange(f, c, REPL_MSG_HELLO, text, 10000, resp, &re, &plain, &plen, err,
 			      sizeof(err));
+		free(text);
 		if (rc < 0) {
 			set_state(f,
 				  rc == -EACCES || rc == -EBADMSG || rc == -ESTALE ? "refused"
@@ -339,6 +424,10 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 		}
 		if (!(code = answer_error(&re, plain, plen, msg, sizeof(msg))))
 			break;
+		if (!strcmp(code, "not_master")) {
+			follow_hint(f, plain, plen, msg);
+			return -EAGAIN;
+		}
 		if (strcmp(code, "challenge") != 0 || round == 1) {
 			set_state(f, "refused", "%s", msg);
 			return -EPROTO;
@@ -364,7 +453,44 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 		return -EPROTO;
 	}
 	uint64_t epoch = jget(o, "epoch");
+	struct epoch_history mh;
+	int have_mh = repl_history_from_json(json_object_get(o, "history"), &mh) == 0;
+	json_t *tr = json_object_get(o, "truncate_to");
+	uint64_t truncate_to = json_is_integer(tr) ? (uint64_t)json_integer_value(tr) : UINT64_MAX;
+	repl_peers_set(r, json_object_get(o, "peers"));
 	json_decref(o);
+	if (epoch < r->node.st->epoch) {
+		set_state(f, "refused",
+			  "the master is at epoch %" PRIu64 ", older than this node's %" PRIu64
+			  ": refused (a deposed master?)",
+			  epoch, r->node.st->epoch);
+		return -ESTALE;
+	}
+	if (truncate_to != UINT64_MAX && truncate_to < commit_last_lsn(cm)) {
+		/* Our timeline forked from the master's after truncate_to: what
+		 * follows is set aside in STORE/recovery, and the tree is
+		 * replaced by the master's (a snapshot) before anything else. */
+		struct rejoin_info ri = { .fork_lsn = truncate_to, .master_epoch = epoch };
+		char dir[256];
+		pthread_mutex_lock(&r->hist_lock);
+		ri.fork_epoch = history_epoch_at(&r->hist, truncate_to + 1);
+		pthread_mutex_unlock(&r->hist_lock);
+		snprintf(ri.master, sizeof(ri.master), "%.255s", f->url);
+		set_state(f, "rejoining", NULL);
+		rc = rejoin_set_aside(r->node.st, r->node.journal, &ri, dir, sizeof(dir));
+		if (rc < 0) {
+			set_state(f, "failed", "cannot set aside the records after the fork: %s",
+				  strerror(-rc));
+			return rc;
+		}
+		log_warn("this node's LSNs %" PRIu64 "-%" PRIu64 " (epoch %" PRIu64
+			 ") were never the master's: the files they changed are kept in %s; "
+			 "replacing the tree with the master's",
+			 truncate_to + 1, commit_last_lsn(cm), ri.fork_epoch, dir);
+		pthread_mutex_lock(&f->lock);
+		f->need_snapshot = 1;
+		pthread_mutex_unlock(&f->lock);
+	}
 	if (epoch > r->node.st->epoch) {
 		/* Following a newer master: remember its epoch before taking any of its
 		 * records, so an older one is refused from now on. */
@@ -379,10 +505,20 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 			return rc;
 		}
 	}
+	/* A deposed master that follows a newer one is deposed no more. */
+	if (atomic_load(&r->deposed) && epoch >= r->deposed_epoch) {
+		unlinkat(r->node.st->dirfd, "deposed", 0);
+		atomic_store(&r->deposed, 0);
+	}
 	pthread_mutex_lock(&f->lock);
 	memcpy(f->session, sid, REPL_ID_BYTES);
 	f->have_session = 1;
 	f->master_epoch = epoch;
+	if (have_mh) {
+		f->master_hist = mh;
+		f->have_master_hist = 1;
+	}
+	f->fail_since_ns = 0;
 	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
@@ -483,6 +619,25 @@ static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *r
 	if (r->node.data_swapped)
 		r->node.data_swapped(r->node.cb_arg, r->node.st->datafd, old_fd);
 	atomic_fetch_add(&r->snapshots_received, 1);
+	/* Our timeline is now the master's up to the snapshot. */
+	pthread_mutex_lock(&f->lock);
+	struct epoch_history mh = f->master_hist;
+	int have_mh = f->have_master_hist;
+	f->need_snapshot = 0;
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_lock(&r->hist_lock);
+	if (have_mh) {
+		history_cut(&mh, lsn);
+		r->hist = mh;
+	} else {
+		history_cut(&r->hist, 0);
+		history_note(&r->hist, epoch, lsn ? lsn : 1);
+	}
+	rc = store_history_write(r->node.st, &r->hist);
+	pthread_mutex_unlock(&r->hist_lock);
+	if (rc < 0)
+		log_error("cannot record the epoch history: %s", strerror(-rc));
+	rejoin_finish(r->node.st);
 	pthread_mutex_lock(&f->lock);
 	f->durable = lsn;
 	pthread_cond_broadcast(&f->cond);
@@ -493,6 +648,24 @@ static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *r
 }
 
 /* ---- fetch thread ------------------------------------------------------------ */
+
+/* The master has not answered for a while: it may have been replaced while
+ * this node was away from the announcement. Ask the nodes we know. */
+static void find_master(struct repl_follower *f)
+{
+	uint64_t now = time_mono_ns(), epoch = 0;
+	char url[128];
+
+	pthread_mutex_lock(&f->lock);
+	if (!f->fail_since_ns)
+		f->fail_since_ns = now;
+	int due = now - f->fail_since_ns > 3000000000ull;
+	if (due)
+		f->fail_since_ns = now; /* again in a while, not at every retry */
+	pthread_mutex_unlock(&f->lock);
+	if (due && repl_find_master(f->r, url, sizeof(url), &epoch) == 0)
+		follow_url(f, url, epoch);
+}
 
 static void *fetch_main(void *arg)
 {
@@ -513,7 +686,7 @@ static void *fetch_main(void *arg)
 		int rc;
 
 		pthread_mutex_lock(&f->lock);
-		while (!f->stop && f->queued_bytes >= REPL_QUEUE_BYTES)
+		while (!f->stop && !f->no_fetch && f->queued_bytes >= REPL_QUEUE_BYTES)
 			pthread_cond_wait(&f->cond, &f->lock);
 		if (f->reset) {
 			/* The applier refused a batch: forget what is queued and start
@@ -525,18 +698,34 @@ static void *fetch_main(void *arg)
 			f->have_session = 0;
 			next = commit_last_lsn(r->node.commit) + 1;
 		}
-		int stop = f->stop, have = f->have_session;
+		int stop = f->stop || f->no_fetch, have = f->have_session;
 		uint64_t durable = f->durable;
 		pthread_mutex_unlock(&f->lock);
 		if (stop)
 			break;
 		if (!have) {
-			if (say_hello(f, c, &resp) < 0) {
+			int hr = say_hello(f, c, &resp);
+			if (hr == -EAGAIN)
+				continue; /* redirected */
+			if (hr < 0) {
+				find_master(f);
 				usleep(backoff_ms * 1000);
 				backoff_ms = backoff_ms < 2000 ? backoff_ms * 2 : 2000;
 				continue;
 			}
 			backoff_ms = 100;
+		}
+		pthread_mutex_lock(&f->lock);
+		int need_snap = f->need_snapshot;
+		pthread_mutex_unlock(&f->lock);
+		if (need_snap) {
+			if (install_snapshot(f, c, &resp) == 0) {
+				next = commit_last_lsn(r->node.commit) + 1;
+				fault_point("rejoin:installed");
+			} else {
+				usleep(1000 * 1000);
+			}
+			continue;
 		}
 		snprintf(body, sizeof(body),
 			 "{\"from\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"wait_ms\":%d}", next,
@@ -550,6 +739,7 @@ static void *fetch_main(void *arg)
 			set_state(f, rc == -EACCES || rc == -EBADMSG || rc == -ESTALE ? "refused"
 											  : "connecting",
 				  "%s", err);
+			find_master(f);
 			usleep(backoff_ms * 1000);
 			backoff_ms = backoff_ms < 2000 ? backoff_ms * 2 : 2000;
 			continue;
@@ -559,6 +749,14 @@ static void *fetch_main(void *arg)
 				pthread_mutex_lock(&f->lock);
 				f->have_session = 0;
 				pthread_mutex_unlock(&f->lock);
+				continue;
+			}
+			if (!strcmp(code, "not_master")) {
+				follow_hint(f, plain, plen, msg);
+				pthread_mutex_lock(&f->lock);
+				f->have_session = 0;
+				pthread_mutex_unlock(&f->lock);
+				usleep(200 * 1000);
 				continue;
 			}
 			if (!strcmp(code, "snapshot_needed")) {
@@ -662,6 +860,15 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 			return -ESTALE;
 		}
 		prev_epoch = rec.epoch;
+		/* The timeline is written before the first record of an epoch is
+		 * logged: it must never miss an epoch the journal has. */
+		if ((rc = repl_history_note(r, rec.epoch, rec.lsn)) < 0) {
+			log_error("cannot record epoch %" PRIu64 " in the history: %s", rec.epoch,
+				  strerror(-rc));
+			return -EIO;
+		}
+		if (b->h.verify_lsn && b->h.verify_lsn == commit_last_lsn(cm))
+			repl_verify_point(r, b->h.verify_lsn);
 		if (r->node.apply_lock)
 			pthread_rwlock_wrlock(r->node.apply_lock);
 		rc = commit_op(cm, &rec, -1, NULL);
@@ -694,6 +901,8 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 		pthread_cond_broadcast(&f->cond);
 		pthread_mutex_unlock(&f->lock);
 	}
+	if (b->h.verify_lsn && b->h.verify_lsn == commit_last_lsn(cm))
+		repl_verify_point(r, b->h.verify_lsn);
 	return 0;
 }
 
@@ -770,6 +979,11 @@ static void *ack_main(void *arg)
 		if (rc == 0 && re.type == REPL_MSG_ACKED) {
 			if (durable > f->acked_sent)
 				f->acked_sent = durable;
+			pthread_mutex_unlock(&f->lock);
+			json_t *o = json_loadb((const char *)plain, plen, 0, NULL);
+			repl_peers_set(f->r, json_object_get(o, "peers"));
+			json_decref(o);
+			pthread_mutex_lock(&f->lock);
 		} else {
 			/* The next fetch carries the acknowledgement too; retry soon. */
 			pthread_mutex_unlock(&f->lock);
@@ -803,6 +1017,13 @@ int repl_follower_start(struct replicator *r, char *err, size_t errlen)
 	pthread_cond_init(&f->cond, NULL);
 	snprintf(f->state, sizeof(f->state), "connecting");
 	f->durable = f->acked_sent = journal_durable_lsn(r->node.journal);
+	/* A rejoin cut short after its files were set aside: the tree must be
+	 * replaced before anything is applied to it. */
+	struct rejoin_info ri;
+	if (rejoin_pending(r->node.st, &ri) == 1) {
+		f->need_snapshot = 1;
+		log_warn("finishing a rejoin begun before a restart: fetching the master's tree");
+	}
 	r->follower = f;
 	if (pthread_create(&f->apply_thread, NULL, apply_main, f) != 0)
 		goto fail;
@@ -818,6 +1039,27 @@ fail:
 	snprintf(err, errlen, "cannot start the replication threads");
 	repl_follower_stop(r);
 	return -EAGAIN;
+}
+
+void repl_follower_drain_stop(struct replicator *r)
+{
+	struct repl_follower *f = r->follower;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->no_fetch = 1;
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+	if (f->threads >= 3) {
+		pthread_join(f->fetch_thread, NULL);
+		f->threads = 2;
+	}
+	pthread_mutex_lock(&f->lock);
+	while (!f->stop && (f->head || f->applying))
+		pthread_cond_wait(&f->cond, &f->lock);
+	pthread_mutex_unlock(&f->lock);
+	repl_follower_stop(r);
 }
 
 void repl_follower_stop(struct replicator *r)
@@ -857,7 +1099,9 @@ void *repl_follower_status(struct replicator *r)
 		uint64_t now = time_now_ns();
 		lag_ms = now > f->batch_time_ns ? (now - f->batch_time_ns) / 1000000 : 0;
 	}
-	o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "url", r->o.master_url, "state",
+	char url[sizeof(f->url)];
+	snprintf(url, sizeof(url), "%.*s", (int)(strlen(f->url) - strlen(REPL_PATH)), f->url);
+	o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "url", url, "state",
 		      f->state, "master_lsn", (json_int_t)f->master_lsn, "master_epoch",
 		      (json_int_t)f->master_epoch, "lag_records",
 		      (json_int_t)(f->master_lsn > applied ? f->master_lsn - applied : 0), "lag_ms",

@@ -119,8 +119,13 @@ void repl_state_ack(struct repl_state *s, struct repl_slave *sl, uint64_t acked,
 int repl_state_wait(struct repl_state *s, uint64_t lsn)
 {
 	struct timespec until;
+	int rc = 0;
 
 	pthread_mutex_lock(&s->lock);
+	if (s->fenced) {
+		pthread_mutex_unlock(&s->lock);
+		return -EIO;
+	}
 	if (!s->sync_count || s->degraded || repl_state_holders(s, lsn) >= s->sync_count) {
 		pthread_mutex_unlock(&s->lock);
 		return 0;
@@ -132,23 +137,45 @@ int repl_state_wait(struct repl_state *s, uint64_t lsn)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
-	while (!s->degraded && repl_state_holders(s, lsn) < s->sync_count) {
-		if (pthread_cond_timedwait(&s->acked, &s->lock, &until) == ETIMEDOUT) {
-			if (repl_state_holders(s, lsn) >= s->sync_count || s->degraded)
-				break;
-			s->degraded = 1;
-			s->degraded_total++;
-			s->degraded_since_ns = time_now_ns();
-			log_error("SYNC REPLICATION DEGRADED TO ASYNC: no %d slave(s) acknowledged "
-				  "LSN %" PRIu64 " within %" PRIu64 " ms; fsync no longer waits "
-				  "for slaves until one catches up",
-				  s->sync_count, lsn, s->sync_timeout_ms);
-			pthread_cond_broadcast(&s->acked);
+	while (!s->degraded && !s->fenced && repl_state_holders(s, lsn) < s->sync_count) {
+		if (pthread_cond_timedwait(&s->acked, &s->lock, &until) != ETIMEDOUT)
+			continue;
+		if (repl_state_holders(s, lsn) >= s->sync_count || s->degraded || s->fenced)
 			break;
+		/* Silent slaves may be following a newer master: a deposed
+		 * master must not acknowledge what it could not replicate, so
+		 * ask them before degrading. */
+		if (s->before_degrade) {
+			int (*hook)(void *) = s->before_degrade;
+			void *arg = s->before_degrade_arg;
+			pthread_mutex_unlock(&s->lock);
+			hook(arg);
+			pthread_mutex_lock(&s->lock);
+			if (s->fenced || s->degraded || repl_state_holders(s, lsn) >= s->sync_count)
+				break;
 		}
+		s->degraded = 1;
+		s->degraded_total++;
+		s->degraded_since_ns = time_now_ns();
+		log_error("SYNC REPLICATION DEGRADED TO ASYNC: no %d slave(s) acknowledged "
+			  "LSN %" PRIu64 " within %" PRIu64 " ms; fsync no longer waits "
+			  "for slaves until one catches up",
+			  s->sync_count, lsn, s->sync_timeout_ms);
+		pthread_cond_broadcast(&s->acked);
+		break;
 	}
+	if (s->fenced && repl_state_holders(s, lsn) < s->sync_count)
+		rc = -EIO;
 	pthread_mutex_unlock(&s->lock);
-	return 0;
+	return rc;
+}
+
+void repl_state_fence(struct repl_state *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->fenced = 1;
+	pthread_cond_broadcast(&s->acked);
+	pthread_mutex_unlock(&s->lock);
 }
 
 enum repl_slave_state repl_state_slave_state(const struct repl_state *s,

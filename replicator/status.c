@@ -6,7 +6,9 @@
 #include "../utils/utils.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
@@ -51,6 +53,44 @@ static const char *mode_name(const struct repl_state *s)
 	return !s->sync_count ? "async" : s->degraded ? "degraded" : "sync";
 }
 
+/* What rejoins set aside (recovery/rejoin.c): their report.json files. */
+static json_t *recovery_list(struct replicator *r)
+{
+	json_t *a = json_array();
+	int fd = openat(r->node.st->dirfd, "recovery", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return a;
+	}
+	while ((de = readdir(d))) {
+		char p[NAME_MAX + 16], *text = NULL;
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/report.json", de->d_name);
+		if (io_read_file(dirfd(d), p, &text, NULL, 16 << 20) < 0)
+			continue;
+		json_t *rep = json_loads(text, 0, NULL);
+		free(text);
+		if (!rep)
+			continue;
+		json_array_append_new(
+			a, json_pack("{s:O?, s:O?, s:O?, s:O?, s:I, s:O?}", "dir",
+				     json_object_get(rep, "dir"), "fork_epoch",
+				     json_object_get(rep, "fork_epoch"), "fork_lsn",
+				     json_object_get(rep, "fork_lsn"), "records",
+				     json_object_get(rep, "records"), "files",
+				     (json_int_t)json_array_size(json_object_get(rep, "files")),
+				     "time", json_object_get(rep, "time")));
+		json_decref(rep);
+	}
+	closedir(d);
+	return a;
+}
+
 char *repl_status_json(struct replicator *r)
 {
 	struct repl_state *s = &r->state;
@@ -61,7 +101,7 @@ char *repl_status_json(struct replicator *r)
 
 	sodium_bin2hex(hex, sizeof(hex), r->node.st->node_id, REPL_ID_BYTES);
 	o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "role",
-		      r->is_slave ? "slave" : "master", "node_id", hex, "store", r->node.st->path,
+		      r->is_slave ? "slave" : r->deposed ? "deposed" : "master", "node_id", hex, "store", r->node.st->path,
 		      "mountpoint", r->node.mountpoint ? r->node.mountpoint : "", "epoch",
 		      (json_int_t)r->node.st->epoch, "lsn",
 		      (json_int_t)journal_appended_lsn(r->node.journal), "applied_lsn",
@@ -75,6 +115,19 @@ char *repl_status_json(struct replicator *r)
 	} else {
 		json_object_set_new(o, "listen", json_null());
 	}
+	json_object_set_new(o, "url", json_string(r->self_url));
+	pthread_mutex_lock(&r->hist_lock);
+	json_object_set_new(o, "history", repl_history_json(&r->hist));
+	pthread_mutex_unlock(&r->hist_lock);
+	pthread_mutex_lock(&s->lock);
+	if (r->deposed && !r->is_slave)
+		json_object_set_new(o, "deposed",
+				    json_pack("{s:I, s:s}", "epoch", (json_int_t)r->deposed_epoch,
+					      "by", r->deposed_by));
+	else
+		json_object_set_new(o, "deposed", json_null());
+	pthread_mutex_unlock(&s->lock);
+	json_object_set_new(o, "recovery", recovery_list(r));
 	json_object_set_new(o, "snapshots_received",
 			    json_integer((json_int_t)atomic_load(&r->snapshots_received)));
 	pthread_mutex_lock(&s->lock);
@@ -387,14 +440,61 @@ static void print_human(json_t *o)
 	       ji(o, "snapshots_sent"), ji(o, "snapshots_received"));
 }
 
+int repl_control_call(const char *mnt, const char *path, const char *post_body,
+		      long timeout_s, char **out, long *code)
+{
+	char store[PATH_MAX], sock[PATH_MAX + 32], url[128];
+	struct textbuf b = { 0 };
+	struct curl_slist *hdrs = NULL;
+	int rc;
+	CURL *c;
+
+	*out = NULL;
+	*code = 0;
+	if ((rc = store_of_mount(mnt, store, sizeof(store))) < 0) {
+		if (rc == -EMEDIUMTYPE)
+			log_error("%s is not a replfs mount", mnt);
+		else if (rc == -ENOENT)
+			log_error("nothing is mounted on %s", mnt);
+		else
+			log_error("%s: %s", mnt, strerror(-rc));
+		return rc;
+	}
+	snprintf(sock, sizeof(sock), "%s/control.sock", store);
+	snprintf(url, sizeof(url), "http://localhost%s", path);
+	c = curl_easy_init();
+	if (!c)
+		return -ENOMEM;
+	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
+	if (post_body) {
+		hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+		hdrs = curl_slist_append(hdrs, "Expect:");
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, post_body);
+	}
+	CURLcode cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, code);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(hdrs);
+	if (cc != CURLE_OK || !b.p) {
+		log_error("the daemon of %s does not answer on %s (%s)", mnt, sock,
+			  cc != CURLE_OK ? curl_easy_strerror(cc) : "empty answer");
+		free(b.p);
+		return -EIO;
+	}
+	*out = b.p;
+	return 0;
+}
+
 int repl_status_main(int argc, char **argv)
 {
 	const char *mnt = NULL;
-	char store[PATH_MAX], sock[PATH_MAX + 32];
 	struct textbuf b = { 0 };
-	int json = 0, rc;
-	long code = 0;
-	CURL *c;
+	int json = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
@@ -414,33 +514,16 @@ int repl_status_main(int argc, char **argv)
 		log_error("status needs a MOUNTPOINT (see replfs status --help)");
 		return 2;
 	}
-	if ((rc = store_of_mount(mnt, store, sizeof(store))) < 0) {
-		if (rc == -EMEDIUMTYPE)
-			log_error("%s is not a replfs mount", mnt);
-		else if (rc == -ENOENT)
-			log_error("nothing is mounted on %s", mnt);
-		else
-			log_error("%s: %s", mnt, strerror(-rc));
+	char *text = NULL;
+	long code = 0;
+	if (repl_control_call(mnt, "/status", NULL, 10, &text, &code) < 0)
+		return 1;
+	if (code != 200) {
+		log_error("the daemon of %s gave a bad answer", mnt);
+		free(text);
 		return 1;
 	}
-	snprintf(sock, sizeof(sock), "%s/control.sock", store);
-	c = curl_easy_init();
-	if (!c)
-		return 1;
-	curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
-	curl_easy_setopt(c, CURLOPT_URL, "http://localhost/status");
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-	CURLcode cc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_cleanup(c);
-	if (cc != CURLE_OK || code != 200 || !b.p) {
-		log_error("the daemon of %s does not answer on %s (%s)", mnt, sock,
-			  cc != CURLE_OK ? curl_easy_strerror(cc) : "bad answer");
-		free(b.p);
-		return 1;
-	}
+	b.p = text;
 	if (json) {
 		fputs(b.p, stdout);
 	} else {

@@ -23,12 +23,22 @@
  * is refused by any later request of the slave (which never reuses a counter)
  * and cannot pass for a request.
  *
+ * ONE-SHOT MESSAGES (ANNOUNCE, PROBE, PROMOTE, VERIFY; failover.c) travel
+ * outside any session: a random session id and counter 1. They are safe to
+ * see twice: ANNOUNCE and PROBE change nothing an equal or older epoch has
+ * not already changed, PROMOTE names the exact epoch and LSN it is valid at
+ * and expires, VERIFY only reads.
+ *
  * PLAINTEXTS: control messages (HELLO, WELCOME, FETCH, ACK, ACKED, SNAPSHOT,
- * ERROR) are JSON objects (status.c/master.c/slave.c name the fields); a
- * BATCH is REPL_BATCH_HEAD bytes (below) followed by journal records as the
- * master stores them (fs/record.c), checksummed with the given segment salt:
+ * ERROR, ANNOUNCE, PROBE, INFO, PROMOTE, VERIFY) are JSON objects (master.c,
+ * slave.c, failover.c name the fields); MANIFEST is a verify manifest
+ * (recovery/verify.c); a BATCH is REPL_BATCH_HEAD bytes (below) followed by
+ * journal records as the master stores them (fs/record.c), checksummed with
+ * the given segment salt:
  *     0 8 master_lsn   8 8 master_epoch   16 8 first_lsn   24 8 salt
  *    32 4 nrec        36 4 flags         40 8 master_time_ns
+ *    48 8 verify_lsn  (a verify compares the trees at this LSN: the batch
+ *                      ends at it or starts after it; 0 = none)
  */
 #include "replicator.h"
 #include "../utils/utils.h"
@@ -101,6 +111,7 @@ void repl_batch_head_put(uint8_t *out, const struct repl_batch_head *h)
 	le_put32(out + 32, h->nrec);
 	le_put32(out + 36, h->flags);
 	le_put64(out + 40, h->master_time_ns);
+	le_put64(out + 48, h->verify_lsn);
 }
 
 int repl_batch_head_get(const uint8_t *in, size_t len, struct repl_batch_head *h)
@@ -114,6 +125,7 @@ int repl_batch_head_get(const uint8_t *in, size_t len, struct repl_batch_head *h
 	h->nrec = le_get32(in + 32);
 	h->flags = le_get32(in + 36);
 	h->master_time_ns = le_get64(in + 40);
+	h->verify_lsn = le_get64(in + 48);
 	return 0;
 }
 

@@ -2,8 +2,12 @@
  * syslog for a detached daemon. Levels are filtered here, once. */
 #include "utils.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <syslog.h>
+#include <unistd.h>
 
 static const char *log_ident = "replfs";
 static int log_use_syslog;
@@ -43,4 +47,15 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	 * it why it failed. */
 	if (log_mirror >= 0 && lvl <= LOG_LVL_WARN)
 		dprintf(log_mirror, "%s: %s\n", log_ident, line);
+}
+
+void fault_point(const char *name)
+{
+	const char *want = getenv("REPLFS_FAULT");
+
+	if (!want || strcmp(want, name) != 0)
+		return;
+	log_error("fault point %s: dying now (REPLFS_FAULT)", name);
+	kill(getpid(), SIGKILL);
+	pause();
 }

@@ -23,6 +23,11 @@ void log_mirror_fd(int fd);
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
 
+/* Crash tests: when the environment variable REPLFS_FAULT names this point,
+ * the process dies on the spot (SIGKILL to itself), as a power cut or an
+ * OOM kill would leave it. */
+void fault_point(const char *name);
+
 /* ---- checked I/O: each returns 0 or -errno; short transfers are retried --- */
 
 int io_write_all(int fd, const void *buf, size_t len);
