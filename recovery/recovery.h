@@ -303,7 +303,8 @@ int verify_compare(const struct verify_manifest *master, const struct verify_man
 void verify_diffs_free(struct verify_diff *d, size_t n);
 /* One line without a newline, e.g. "a/b.txt: content differs (block 0 of 1),
  * mode 0644 vs 0600" (master's value first). m and s: the manifests d came
- * from (-EINVAL if not). -ENOBUFS when cut short (buf still terminated). */
+ * from (-EINVAL if not; NULL skips the check). -ENOBUFS when cut short (buf
+ * still terminated). */
 int verify_diff_describe(const struct verify_diff *d, const struct verify_manifest *m,
 			 const struct verify_manifest *s, char *buf, size_t len);
 /* 0 when no record can fix d without changing the master: a TYPE, symlink

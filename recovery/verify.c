@@ -289,18 +289,29 @@ struct verify_builder {
 	int in_file;
 	size_t fent;
 	uint64_t fsize, foff, bfill;
-	uint8_t zero_digest[VERIFY_DIGEST]; /* of a whole block of zeros */
 };
 
 static const uint8_t zeros[64 << 10];
+static uint8_t zero_digest[VERIFY_DIGEST]; /* of a whole block of zeros */
+static pthread_once_t zero_once = PTHREAD_ONCE_INIT;
+
+static void zero_digest_init(void)
+{
+	crypto_generichash_state gs;
+
+	crypto_generichash_init(&gs, NULL, 0, VERIFY_DIGEST);
+	for (size_t k = 0; k < VERIFY_BLOCK; k += sizeof(zeros))
+		crypto_generichash_update(&gs, zeros, sizeof(zeros));
+	crypto_generichash_final(&gs, zero_digest, VERIFY_DIGEST);
+}
 
 int verify_builder_new(struct verify_builder **out)
 {
-	crypto_generichash_state gs;
 	struct verify_builder *b;
 
 	if (sodium_init() < 0)
 		return -EIO;
+	pthread_once(&zero_once, zero_digest_init);
 	/* The hash state wants 64-byte alignment, more than malloc promises. */
 	if (!(b = aligned_alloc(_Alignof(struct verify_builder), sizeof(*b))))
 		return -ENOMEM;
@@ -309,10 +320,6 @@ int verify_builder_new(struct verify_builder **out)
 		free(b);
 		return -ENOMEM;
 	}
-	crypto_generichash_init(&gs, NULL, 0, VERIFY_DIGEST);
-	for (size_t k = 0; k < VERIFY_BLOCK; k += sizeof(zeros))
-		crypto_generichash_update(&gs, zeros, sizeof(zeros));
-	crypto_generichash_final(&gs, b->zero_digest, VERIFY_DIGEST);
 	*out = b;
 	return 0;
 }
@@ -346,7 +353,7 @@ static int block_feed(struct verify_builder *b, const uint8_t *p, uint64_t n)
 
 	while (n > 0) {
 		if (b->bfill == 0 && !p && n >= VERIFY_BLOCK) {
-			if ((rc = vb_put(&b->arena, b->zero_digest, VERIFY_DIGEST)) < 0)
+			if ((rc = vb_put(&b->arena, zero_digest, VERIFY_DIGEST)) < 0)
 				return rc;
 			b->foff += VERIFY_BLOCK;
 			n -= VERIFY_BLOCK;
@@ -1583,7 +1590,8 @@ static int restore_dir_times(struct rep *x)
 {
 	int rc = 0;
 
-	qsort(x->dirs, x->ndirs, sizeof(*x->dirs), cmp_str);
+	if (x->ndirs)
+		qsort(x->dirs, x->ndirs, sizeof(*x->dirs), cmp_str);
 	for (size_t i = 0; i < x->ndirs && rc == 0; i++) {
 		struct cur o;
 		if (i && !strcmp(x->dirs[i - 1], x->dirs[i]))

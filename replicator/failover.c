@@ -302,9 +302,9 @@ static size_t oneshot_body(char *p, size_t size, size_t n, void *arg)
 
 /* Sends one sealed message of type to the node at base (http://HOST:PORT)
  * and opens its sealed answer: *plain points into *keep (free it). */
-static int oneshot(struct replicator *r, const char *base, uint8_t type, const void *body,
-		   size_t blen, long timeout_ms, size_t max, struct repl_env *renv,
-		   uint8_t **plain, size_t *plen, uint8_t **keep)
+int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const void *body,
+		 size_t blen, long timeout_ms, size_t max, struct repl_env *renv, uint8_t **plain,
+		 size_t *plen, uint8_t **keep)
 {
 	struct repl_env e = { .type = type, .epoch = r->node.st->epoch, .counter = 1 };
 	struct oneshot_buf b = { .max = max };
@@ -374,8 +374,8 @@ static int oneshot_json(struct replicator *r, const char *base, uint8_t type, js
 	*answer = NULL;
 	if (!text)
 		return -ENOMEM;
-	rc = oneshot(r, base, type, text, strlen(text), timeout_ms, 1 << 20, renv, &plain, &plen,
-		     &keep);
+	rc = repl_oneshot(r, base, type, text, strlen(text), timeout_ms, 1 << 20, renv, &plain,
+			  &plen, &keep);
 	free(text);
 	if (rc < 0)
 		return rc;
@@ -1283,6 +1283,12 @@ int repl_verify_main(int argc, char **argv)
 			       json_string_value(json_object_get(d, "what")));
 	}
 	int remaining = (int)json_integer_value(json_object_get(a, "remaining"));
+	int unverified = (int)json_integer_value(json_object_get(a, "unverified_count"));
+	json_t *u;
+	size_t i;
+	json_array_foreach(json_object_get(a, "unverified"), i, u)
+		printf("  not verified: %s: %s\n", json_string_value(json_object_get(u, "node")),
+		       json_string_value(json_object_get(u, "why")));
 	json_decref(a);
-	return remaining ? 1 : 0;
+	return remaining ? 1 : unverified ? 2 : 0;
 }

@@ -886,11 +886,19 @@ unsigned repl_snapshot_links(struct replicator *r, uint64_t ino)
 {
 	unsigned n = 0;
 
-	if (!r || !atomic_load(&r->snap_live))
+	if (!r)
 		return 0;
-	pthread_mutex_lock(&r->snap_lock);
-	if (r->snap)
-		n = snapshot_extra_links(r->snap, ino);
-	pthread_mutex_unlock(&r->snap_lock);
+	if (atomic_load(&r->snap_live)) {
+		pthread_mutex_lock(&r->snap_lock);
+		if (r->snap)
+			n = snapshot_extra_links(r->snap, ino);
+		pthread_mutex_unlock(&r->snap_lock);
+	}
+	if (atomic_load(&r->verify_live)) {
+		pthread_mutex_lock(&r->verify_lock);
+		if (r->verify_snap)
+			n += snapshot_extra_links(r->verify_snap, ino);
+		pthread_mutex_unlock(&r->verify_lock);
+	}
 	return n;
 }

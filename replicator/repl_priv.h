@@ -56,7 +56,8 @@ struct replicator {
 	pthread_mutex_t verify_lock;
 	pthread_cond_t verify_cond;
 	uint64_t verify_target;
-	struct snapshot *verify_snap;
+	struct snapshot *verify_snap;  /* the tree frozen for a verify (either role) */
+	_Atomic int verify_live;
 	int verify_rc;
 	int announcers;          /* verify_lock: ANNOUNCE threads running */
 	int promote_pending;     /* a promote cut short, finished once serving */
@@ -112,6 +113,11 @@ void repl_failover_started(struct replicator *r);
 /* Slave: the master with the newest epoch among the nodes known, if it is
  * not the one followed now. */
 int repl_find_master(struct replicator *r, char *out, size_t len, uint64_t *epoch);
+/* A sealed one-shot request to the node at base (http://HOST:PORT) and its
+ * opened answer: *plain points into *keep (free it). */
+int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const void *body,
+		 size_t blen, long timeout_ms, size_t max, struct repl_env *renv, uint8_t **plain,
+		 size_t *plen, uint8_t **keep);
 /* verifier.c */
 enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection *conn,
 				    const struct repl_env *e, void *msg);

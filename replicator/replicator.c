@@ -95,6 +95,10 @@ void repl_stop(struct replicator *r)
 		r->snap = NULL;
 	}
 	pthread_mutex_unlock(&r->snap_lock);
+	if (r->verify_snap) {
+		snapshot_put(r->verify_snap);
+		r->verify_snap = NULL;
+	}
 	repl_state_destroy(&r->state);
 	curl_global_cleanup();
 	sodium_memzero(r->o.key, sizeof(r->o.key));

@@ -475,7 +475,7 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 		pthread_mutex_lock(&r->hist_lock);
 		ri.fork_epoch = history_epoch_at(&r->hist, truncate_to + 1);
 		pthread_mutex_unlock(&r->hist_lock);
-		snprintf(ri.master, sizeof(ri.master), "%.255s", f->url);
+		repl_follower_url(r, ri.master, sizeof(ri.master));
 		set_state(f, "rejoining", NULL);
 		rc = rejoin_set_aside(r->node.st, r->node.journal, &ri, dir, sizeof(dir));
 		if (rc < 0) {
@@ -561,8 +561,11 @@ static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *r
 	if (f->stop)
 		return -EINTR;
 	set_state(f, "snapshot", NULL);
-	log_info("the master no longer keeps LSN %" PRIu64 ": receiving a snapshot",
-		 commit_last_lsn(cm) + 1);
+	if (f->need_snapshot)
+		log_info("rejoin: receiving the master's tree");
+	else
+		log_info("the master no longer keeps LSN %" PRIu64 ": receiving a snapshot",
+			 commit_last_lsn(cm) + 1);
 	next_counter = htole64(next_counter);
 	memcpy(bind, f->session, REPL_ID_BYTES);
 	memcpy(bind + REPL_ID_BYTES, &next_counter, 8);

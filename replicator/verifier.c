@@ -1,28 +1,440 @@
-/* placeholder until verify lands */
+/* `replfs verify`: the master and every slave compared at the same journal
+ * position, on a live system.
+ *
+ * THE POSITION. The master freezes its tree with a snapshot (copy-on-write,
+ * recovery/snapshot.c) at LSN X and publishes X as verify_lsn. From then on
+ * no batch it sends crosses X (master.c cuts them there and names X in the
+ * batch head), so a slave learns of X before it could apply X+1; when it has
+ * applied exactly X it freezes its own tree the same way (the apply step is
+ * held off meanwhile). A slave that is idle at X learns of it from the
+ * VERIFY request itself. Each side then hashes its frozen tree while writes
+ * go on (recovery/verify.c), the slave sends its manifest back, and the
+ * master compares. No write in flight can cause a false difference: both
+ * trees are exactly the state after record X.
+ *
+ * If a slave got past X before it heard of it (X was published a moment
+ * after the snapshot), it answers "stale" and the master starts over with a
+ * new X; this is rare and bounded.
+ *
+ * REPAIR. The master drops its snapshot, then journals, path by path under
+ * its order lock, records that turn any slave's copy into the master's
+ * current state and leave the master unchanged (verify_repair). They reach
+ * every slave in order like any other record. Then it verifies again.
+ */
 #include "repl_priv.h"
+#include "../utils/utils.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
-#include <stdio.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection *conn,
-				    const struct repl_env *e, void *msg)
-{
-	(void)msg;
-	return repl_reply_error(r, conn, e, "unsupported", "verify is not built yet");
-}
+#define VERIFY_TRIES 3
+#define VERIFY_WAIT_NS (600ull * 1000000000ull) /* a slave may lag this long */
+#define MANIFEST_MAX (1ull << 31)
 
-int repl_verify_run(struct replicator *r, int repair, char *msg, size_t msglen, void **result)
+/* ---- slave ------------------------------------------------------------------- */
+
+/* Freezes this slave's tree if it has applied exactly the verify point.
+ * Called by the apply thread between records, and by the VERIFY handler. */
+static void take_verify_snapshot(struct replicator *r, uint64_t lsn)
 {
-	(void)r;
-	(void)repair;
-	*result = NULL;
-	snprintf(msg, msglen, "verify is not built yet");
-	return -ENOSYS;
+	struct snapshot *s = NULL;
+	int rc;
+
+	if (r->node.apply_lock)
+		pthread_rwlock_wrlock(r->node.apply_lock);
+	pthread_mutex_lock(&r->verify_lock);
+	if (r->verify_target == lsn && !r->verify_snap &&
+	    commit_last_lsn(r->node.commit) == lsn) {
+		rc = snapshot_create(r->node.st, r->node.commit, &s);
+		if (rc == 0 && snapshot_lsn(s) != lsn) {
+			snapshot_put(s);
+			s = NULL;
+			rc = -ESTALE;
+		}
+		r->verify_snap = s;
+		atomic_store(&r->verify_live, s != NULL);
+		r->verify_rc = rc;
+		pthread_cond_broadcast(&r->verify_cond);
+	}
+	pthread_mutex_unlock(&r->verify_lock);
+	if (r->node.apply_lock)
+		pthread_rwlock_unlock(r->node.apply_lock);
 }
 
 void repl_verify_point(struct replicator *r, uint64_t lsn)
 {
-	(void)r;
-	(void)lsn;
+	pthread_mutex_lock(&r->verify_lock);
+	if (r->verify_target != lsn) {
+		/* A new point: an older frozen tree is of no use any more. */
+		if (r->verify_snap)
+			snapshot_put(r->verify_snap);
+		r->verify_snap = NULL;
+		atomic_store(&r->verify_live, 0);
+		r->verify_rc = 0;
+		r->verify_target = lsn;
+	}
+	pthread_mutex_unlock(&r->verify_lock);
+	take_verify_snapshot(r, lsn);
+}
+
+enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection *conn,
+				    const struct repl_env *e, void *msg)
+{
+	json_t *m = msg;
+	uint64_t x = json_integer_value(json_object_get(m, "lsn")), t0 = time_mono_ns();
+	struct verify_manifest man;
+	struct snapshot *s = NULL;
+	uint8_t *enc = NULL;
+	size_t enclen;
+	int rc = 0;
+
+	if (!atomic_load(&r->is_slave))
+		return repl_reply_error(r, conn, e, "not_slave", "this node is not a slave");
+	if (!x)
+		return repl_reply_error(r, conn, e, "bad_request", "verify without a position");
+	repl_verify_point(r, x);
+	/* Wait for the apply step to reach x (it stops there by itself). */
+	pthread_mutex_lock(&r->verify_lock);
+	while (r->verify_target == x && !r->verify_snap && !r->verify_rc && !r->stop &&
+	       time_mono_ns() - t0 < VERIFY_WAIT_NS) {
+		if (commit_last_lsn(r->node.commit) > x) {
+			rc = -ESTALE;
+			break;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&r->verify_cond, &r->verify_lock, &ts);
+		if (!r->verify_snap && commit_last_lsn(r->node.commit) == x) {
+			pthread_mutex_unlock(&r->verify_lock);
+			take_verify_snapshot(r, x);
+			pthread_mutex_lock(&r->verify_lock);
+		}
+	}
+	if (r->verify_target == x && r->verify_snap) {
+		s = snapshot_get(r->verify_snap);
+	} else if (!rc) {
+		rc = r->verify_rc ? r->verify_rc : -ETIMEDOUT;
+	}
+	pthread_mutex_unlock(&r->verify_lock);
+	if (!s) {
+		char why[160];
+		snprintf(why, sizeof(why), "this slave could not freeze its tree at LSN %" PRIu64
+			 ": %s", x, rc == -ESTALE ? "it was already past it" : strerror(-rc));
+		return repl_reply_error(r, conn, e, rc == -ESTALE ? "stale" : "failed", why);
+	}
+	rc = verify_manifest_build(s, &man);
+	/* Once hashed, the frozen tree only costs copies: drop it. */
+	pthread_mutex_lock(&r->verify_lock);
+	if (r->verify_snap == s) {
+		snapshot_put(r->verify_snap);
+		r->verify_snap = NULL;
+		atomic_store(&r->verify_live, 0);
+		r->verify_target = 0;
+	}
+	pthread_mutex_unlock(&r->verify_lock);
+	snapshot_put(s);
+	if (rc == 0) {
+		rc = verify_manifest_encode(&man, &enc, &enclen);
+		verify_manifest_free(&man);
+	}
+	if (rc < 0) {
+		char why[160];
+		snprintf(why, sizeof(why), "this slave could not hash its tree: %s", strerror(-rc));
+		return repl_reply_error(r, conn, e, "failed", why);
+	}
+	enum MHD_Result ret = repl_reply_sealed(r, conn, REPL_MSG_MANIFEST, e, enc, enclen);
+	free(enc);
+	return ret;
+}
+
+/* ---- master -------------------------------------------------------------------- */
+
+struct slave_job {
+	struct replicator *r;
+	char url[128];
+	char id[REPL_ID_BYTES * 2 + 1];
+	uint64_t lsn;
+	pthread_t t;
+	int rc;
+	char err[200];
+	struct verify_manifest man;
+};
+
+static void *slave_job_main(void *arg)
+{
+	struct slave_job *j = arg;
+	char body[64];
+	struct repl_env re;
+	uint8_t *plain, *keep = NULL;
+	size_t plen;
+
+	snprintf(body, sizeof(body), "{\"lsn\":%" PRIu64 "}", j->lsn);
+	j->rc = repl_oneshot(j->r, j->url, REPL_MSG_VERIFY, body, strlen(body), 3600L * 1000,
+			     MANIFEST_MAX, &re, &plain, &plen, &keep);
+	if (j->rc < 0) {
+		snprintf(j->err, sizeof(j->err), "no answer: %s", strerror(-j->rc));
+		return NULL;
+	}
+	if (re.type == REPL_MSG_ERROR) {
+		json_t *o = json_loadb((const char *)plain, plen, 0, NULL);
+		const char *code = json_string_value(json_object_get(o, "error"));
+		snprintf(j->err, sizeof(j->err), "%s",
+			 json_string_value(json_object_get(o, "message"))
+				 ? json_string_value(json_object_get(o, "message"))
+				 : "refused");
+		j->rc = code && !strcmp(code, "stale") ? -ESTALE : -EPROTO;
+		json_decref(o);
+	} else if (re.type != REPL_MSG_MANIFEST) {
+		snprintf(j->err, sizeof(j->err), "unexpected answer");
+		j->rc = -EPROTO;
+	} else if ((j->rc = verify_manifest_decode(plain, plen, &j->man)) < 0) {
+		snprintf(j->err, sizeof(j->err), "malformed manifest: %s", strerror(-j->rc));
+	}
+	free(keep);
+	return NULL;
+}
+
+static void drop_master_snapshot(struct replicator *r)
+{
+	pthread_mutex_lock(&r->verify_lock);
+	if (r->verify_snap)
+		snapshot_put(r->verify_snap);
+	r->verify_snap = NULL;
+	atomic_store(&r->verify_live, 0);
+	pthread_mutex_unlock(&r->verify_lock);
+}
+
+/* One round: snapshot at X, every slave's manifest at X, compare. Fills
+ * result; *diff_total counts differences; with repair, repairs them. */
+static int verify_round(struct replicator *r, int repair, json_t *result, uint64_t *diff_total,
+			uint64_t *unverified, char *msg, size_t msglen)
+{
+	struct repl_state *st = &r->state;
+	struct slave_job *jobs = NULL;
+	struct verify_manifest mm;
+	struct snapshot *snap = NULL;
+	int n = 0, rc;
+	json_t *diffs = json_array(), *unv = json_array();
+	uint64_t t0 = time_mono_ns();
+
+	/* A snapshot being sent to a slave is of another LSN: wait for it. */
+	for (int i = 0;; i++) {
+		pthread_mutex_lock(&r->snap_lock);
+		rc = r->snap ? -EBUSY : snapshot_create(r->node.st, r->node.commit, &snap);
+		if (rc == 0)
+			atomic_store(&r->verify_lsn, snapshot_lsn(snap));
+		pthread_mutex_unlock(&r->snap_lock);
+		if (rc == 0) {
+			pthread_mutex_lock(&r->verify_lock);
+			r->verify_snap = snapshot_get(snap);
+			atomic_store(&r->verify_live, 1);
+			pthread_mutex_unlock(&r->verify_lock);
+		}
+		if (rc != -EBUSY || i >= 600)
+			break;
+		usleep(100 * 1000);
+	}
+	if (rc < 0) {
+		snprintf(msg, msglen, "cannot freeze the master's tree: %s", strerror(-rc));
+		json_decref(diffs);
+		json_decref(unv);
+		return rc;
+	}
+	uint64_t x = snapshot_lsn(snap);
+
+	jobs = calloc(REPL_SLAVES_MAX, sizeof(*jobs));
+	if (!jobs) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&st->lock);
+	uint64_t now = time_mono_ns();
+	for (int i = 0; i < st->nslaves; i++) {
+		struct repl_slave *sl = &st->slaves[i];
+		char id[REPL_ID_BYTES * 2 + 1];
+		if (!sl->known || repl_state_slave_state(st, sl, now) == REPL_SLAVE_GONE)
+			continue;
+		sodium_bin2hex(id, sizeof(id), sl->node_id, REPL_ID_BYTES);
+		if (!sl->url[0]) {
+			json_array_append_new(unv, json_pack("{s:s, s:s}", "node", id, "why",
+							     "it has no --listen address"));
+			continue;
+		}
+		jobs[n].r = r;
+		jobs[n].lsn = x;
+		snprintf(jobs[n].url, sizeof(jobs[n].url), "%s", sl->url);
+		snprintf(jobs[n].id, sizeof(jobs[n].id), "%s", id);
+		n++;
+	}
+	pthread_mutex_unlock(&st->lock);
+	for (int i = 0; i < n; i++)
+		if (pthread_create(&jobs[i].t, NULL, slave_job_main, &jobs[i]) != 0) {
+			jobs[i].rc = -EAGAIN;
+			jobs[i].t = 0;
+			snprintf(jobs[i].err, sizeof(jobs[i].err), "cannot start a thread");
+		}
+	rc = verify_manifest_build(snap, &mm);
+	for (int i = 0; i < n; i++)
+		if (jobs[i].t)
+			pthread_join(jobs[i].t, NULL);
+	atomic_store(&r->verify_lsn, 0);
+	drop_master_snapshot(r);
+	snapshot_put(snap);
+	snap = NULL;
+	if (rc < 0) {
+		snprintf(msg, msglen, "cannot hash the master's tree: %s", strerror(-rc));
+		goto out;
+	}
+	for (int i = 0; i < n; i++)
+		if (jobs[i].rc == -ESTALE) {
+			rc = -ESTALE; /* start over at a new X */
+			verify_manifest_free(&mm);
+			goto out;
+		}
+
+	uint64_t total = 0, bytes = mm.bytes_hashed;
+	struct verify_repair_stats rs = { 0 };
+	for (int i = 0; i < n; i++) {
+		struct verify_diff *d = NULL;
+		size_t nd = 0;
+		if (jobs[i].rc < 0) {
+			json_array_append_new(unv, json_pack("{s:s, s:s}", "node", jobs[i].url, "why",
+							     jobs[i].err));
+			continue;
+		}
+		bytes += jobs[i].man.bytes_hashed;
+		if ((rc = verify_compare(&mm, &jobs[i].man, &d, &nd)) < 0) {
+			json_array_append_new(unv, json_pack("{s:s, s:s}", "node", jobs[i].url, "why",
+							     "its manifest is of another LSN"));
+			continue;
+		}
+		for (size_t k = 0; k < nd; k++) {
+			char line[1024];
+			verify_diff_describe(&d[k], &mm, &jobs[i].man, line, sizeof(line));
+			json_array_append_new(diffs, json_pack("{s:s, s:s, s:s, s:b}", "node",
+							       jobs[i].url, "path", d[k].path, "what",
+							       line, "repairable",
+							       verify_diff_repairable(&d[k])));
+		}
+		total += nd;
+		if (repair && nd && !atomic_load(&r->deposed)) {
+			struct verify_repair_stats one = { 0 };
+			int rr = verify_repair(r->node.commit, d, nd, &one);
+			rs.repaired += one.repaired;
+			rs.unrepairable += one.unrepairable;
+			rs.changed += one.changed;
+			rs.failed += one.failed;
+			rs.records += one.records;
+			rs.bytes += one.bytes;
+			if (rr < 0)
+				log_error("verify: repair of %s stopped: %s", jobs[i].url, strerror(-rr));
+		}
+		verify_diffs_free(d, nd);
+	}
+	double secs = (double)(time_mono_ns() - t0) / 1e9;
+	json_object_set_new(result, "lsn", json_integer((json_int_t)x));
+	json_object_set_new(result, "slaves", json_integer(n));
+	json_object_set_new(result, "differences", diffs);
+	json_object_set_new(result, "unverified", unv);
+	json_object_set_new(result, "entries", json_integer((json_int_t)mm.n));
+	json_object_set_new(result, "bytes_hashed", json_integer((json_int_t)bytes));
+	json_object_set_new(result, "seconds", json_real(secs));
+	if (repair)
+		json_object_set_new(result, "repair",
+				    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "repaired",
+					      (json_int_t)rs.repaired, "unrepairable",
+					      (json_int_t)rs.unrepairable, "changed",
+					      (json_int_t)rs.changed, "failed", (json_int_t)rs.failed,
+					      "records", (json_int_t)rs.records, "bytes",
+					      (json_int_t)rs.bytes));
+	diffs = unv = NULL;
+	*diff_total = total;
+	*unverified = (uint64_t)json_array_size(json_object_get(result, "unverified"));
+	snprintf(msg, msglen,
+		 "verify at LSN %" PRIu64 ": the master and %d slave(s) compared, %zu entries, "
+		 "%.1f MB hashed in %.2f s: %" PRIu64 " difference(s)%s",
+		 x, n - (int)*unverified, mm.n, (double)bytes / 1e6, secs, total,
+		 *unverified ? "; some slaves could not be verified" : "");
+	verify_manifest_free(&mm);
+	rc = 0;
+out:
+	if (snap) {
+		atomic_store(&r->verify_lsn, 0);
+		drop_master_snapshot(r);
+		snapshot_put(snap);
+	}
+	for (int i = 0; jobs && i < n; i++)
+		if (jobs[i].rc == 0)
+			verify_manifest_free(&jobs[i].man);
+	free(jobs);
+	json_decref(diffs);
+	json_decref(unv);
+	return rc;
+}
+
+int repl_verify_run(struct replicator *r, int repair, char *msg, size_t msglen, void **result)
+{
+	json_t *res = NULL;
+	uint64_t diffs = 0, unverified = 0;
+	int rc = -ESTALE;
+
+	*result = NULL;
+	if (atomic_load(&r->is_slave) || atomic_load(&r->deposed)) {
+		char url[160];
+		uint64_t e;
+		repl_master_hint(r, url, sizeof(url), &e);
+		snprintf(msg, msglen, "verify runs on the master%s%s", url[0] ? " (" : "",
+			 url[0] ? url : "");
+		if (url[0])
+			strncat(msg, ")", msglen - strlen(msg) - 1);
+		return -EINVAL;
+	}
+	for (int t = 0; t < VERIFY_TRIES && rc == -ESTALE; t++) {
+		json_decref(res);
+		res = json_object();
+		rc = verify_round(r, repair, res, &diffs, &unverified, msg, msglen);
+	}
+	if (rc == -ESTALE)
+		snprintf(msg, msglen, "the slaves kept moving past the verify point; try again");
+	if (rc < 0) {
+		json_decref(res);
+		return rc;
+	}
+	if (repair && diffs) {
+		/* What the repair journaled is applied before the second look:
+		 * the next round's point comes after it. */
+		char msg2[512];
+		json_t *again = NULL;
+		uint64_t d2 = 0, u2 = 0;
+		rc = -ESTALE;
+		for (int t = 0; t < VERIFY_TRIES && rc == -ESTALE; t++) {
+			json_decref(again);
+			again = json_object();
+			rc = verify_round(r, 0, again, &d2, &u2, msg2, sizeof(msg2));
+		}
+		if (rc == 0) {
+			size_t l = strlen(msg);
+			snprintf(msg + l, msglen - l, "; repaired, then %s", msg2);
+			json_object_set(res, "after_repair", again);
+			diffs = d2;
+			unverified = u2;
+		}
+		json_decref(again);
+		rc = 0;
+	}
+	json_object_set_new(res, "remaining", json_integer((json_int_t)diffs));
+	json_object_set_new(res, "unverified_count", json_integer((json_int_t)unverified));
+	*result = res;
+	return 0;
 }
