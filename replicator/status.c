@@ -151,7 +151,8 @@ char *repl_status_json(struct replicator *r)
 			sodium_bin2hex(hex, sizeof(hex), sl->node_id, REPL_ID_BYTES);
 			json_array_append_new(
 				slaves,
-				json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "node_id", hex,
+				json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:I}", "node_id", hex,
+					  "url", sl->url,
 					  "addr", sl->addr, "acked_lsn", (json_int_t)sl->acked_lsn,
 					  "sent_lsn", (json_int_t)sl->sent_lsn, "lag_records",
 					  (json_int_t)rec, "lag_bytes", (json_int_t)bytes, "lag_ms",
@@ -382,13 +383,18 @@ static void print_human(json_t *o)
 	char b1[32], b2[32];
 
 	printf("role      %s\n", js(o, "role"));
+	if (json_is_object(json_object_get(o, "deposed")))
+		printf("DEPOSED   a newer master exists (epoch %" JSON_INTEGER_FORMAT ", %s): this "
+		       "node is read-only; remount it with --slave-of that master to rejoin\n",
+		       ji(json_object_get(o, "deposed"), "epoch"),
+		       js(json_object_get(o, "deposed"), "by"));
 	printf("store     %s\n", js(o, "store"));
 	printf("node      %s\n", js(o, "node_id"));
 	printf("epoch     %" JSON_INTEGER_FORMAT "\n", ji(o, "epoch"));
 	printf("journal   LSN %" JSON_INTEGER_FORMAT " (applied %" JSON_INTEGER_FORMAT
 	       ", durable %" JSON_INTEGER_FORMAT ", kept from %" JSON_INTEGER_FORMAT ")\n",
 	       ji(o, "lsn"), ji(o, "applied_lsn"), ji(o, "durable_lsn"), ji(o, "first_lsn"));
-	if (!strcmp(js(o, "role"), "master")) {
+	if (strcmp(js(o, "role"), "slave") != 0) {
 		json_t *sl = json_object_get(o, "slaves"), *s;
 		size_t i;
 		const char *mode = js(o, "mode");
@@ -438,6 +444,12 @@ static void print_human(json_t *o)
 		       nref, ji(ref, "auth"), ji(ref, "replay"), ji(ref, "epoch"), ji(ref, "record"));
 	printf("snapshots %" JSON_INTEGER_FORMAT " sent, %" JSON_INTEGER_FORMAT " received\n",
 	       ji(o, "snapshots_sent"), ji(o, "snapshots_received"));
+	json_t *rec = json_object_get(o, "recovery"), *e;
+	size_t k;
+	json_array_foreach(rec, k, e)
+		printf("recovery  %s: %" JSON_INTEGER_FORMAT " record(s) after LSN %" JSON_INTEGER_FORMAT
+		       " never reached the master; %" JSON_INTEGER_FORMAT " file(s) kept (see REPORT)\n",
+		       js(e, "dir"), ji(e, "records"), ji(e, "fork_lsn"), ji(e, "files"));
 }
 
 int repl_control_call(const char *mnt, const char *path, const char *post_body,

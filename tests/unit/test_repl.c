@@ -281,6 +281,70 @@ static void test_key_file(void **state)
 	tmpdir_remove(dir);
 }
 
+/* ---- epoch history: where two timelines fork ---- */
+
+static void hist(struct epoch_history *h, int n, const uint64_t *pairs)
+{
+	h->n = 0;
+	for (int i = 0; i < n; i++)
+		assert_true(history_note(h, pairs[2 * i], pairs[2 * i + 1]) >= 0);
+}
+
+static void test_history_fork(void **state)
+{
+	(void)state;
+	struct epoch_history a, b;
+	/* new master promoted at LSN 100 (epoch 2 from 101); the old master
+	 * went on in epoch 1 to LSN 150: the fork is after 100 */
+	hist(&a, 2, (uint64_t[]){ 1, 1, 2, 101 });
+	hist(&b, 1, (uint64_t[]){ 1, 1 });
+	assert_int_equal(history_fork(&a, 130, &b, 150), 100);
+	assert_int_equal(history_fork(&b, 150, &a, 130), 100);
+	/* the new master wrote nothing yet: still a fork after 100 */
+	assert_int_equal(history_fork(&a, 100, &b, 150), 100);
+	/* a slave that never got past 90 shares everything it has */
+	assert_int_equal(history_fork(&a, 130, &b, 90), 90);
+	/* the same timeline */
+	assert_int_equal(history_fork(&a, 130, &a, 120), 120);
+	/* two promotes: 1 [1,50], 2 [51,80], 3 [81,..] against a node that was
+	 * master of epoch 2 and went on to 95 */
+	hist(&a, 3, (uint64_t[]){ 1, 1, 2, 51, 3, 81 });
+	hist(&b, 2, (uint64_t[]){ 1, 1, 2, 51 });
+	assert_int_equal(history_fork(&a, 200, &b, 95), 80);
+	/* a node whose epoch 2 never got a record */
+	hist(&b, 2, (uint64_t[]){ 1, 1, 3, 81 });
+	assert_int_equal(history_epoch_at(&b, 60), 1);
+	assert_int_equal(history_fork(&a, 200, &b, 95), 50);
+	/* an epoch starting where the last one did replaces it */
+	hist(&b, 2, (uint64_t[]){ 1, 1, 2, 1 });
+	assert_int_equal(b.n, 1);
+	assert_int_equal(b.epoch[0], 2);
+	/* older epochs are refused */
+	assert_int_equal(history_note(&a, 2, 300), -EINVAL);
+	assert_int_equal(history_note(&a, 3, 300), 0);
+}
+
+static void test_history_text(void **state)
+{
+	(void)state;
+	struct epoch_history a, b;
+	char buf[256];
+	hist(&a, 3, (uint64_t[]){ 1, 1, 4, 10, 7, 99 });
+	int n = history_format(&a, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(history_parse(buf, &b), 0);
+	assert_int_equal(b.n, 3);
+	assert_int_equal(b.first_lsn[2], 99);
+	assert_int_equal(history_parse("replfs-history 1\n2 5\n1 9\n", &b), -EBADMSG);
+	assert_int_equal(history_parse("replfs-history 1\n2 x\n", &b), -EBADMSG);
+	assert_int_equal(history_parse("garbage", &b), -EBADMSG);
+	assert_int_equal(history_parse("replfs-history 1\n", &b), -EBADMSG);
+	history_cut(&a, 50);
+	assert_int_equal(a.n, 2);
+	history_cut(&a, 0);
+	assert_int_equal(a.n, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -293,6 +357,8 @@ int main(void)
 		cmocka_unit_test(test_slave_table_persists),
 		cmocka_unit_test(test_retention_with_slaves),
 		cmocka_unit_test(test_key_file),
+		cmocka_unit_test(test_history_fork),
+		cmocka_unit_test(test_history_text),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
