@@ -21,7 +21,7 @@ HELLO, WELCOME, FETCH, BATCH, ACK, ACKED, SNAPSHOT, ERROR = 1, 2, 3, 4, 5, 6, 7,
 TYPE_NAMES = {HELLO: "HELLO", WELCOME: "WELCOME", FETCH: "FETCH", BATCH: "BATCH", ACK: "ACK",
               ACKED: "ACKED", SNAPSHOT: "SNAPSHOT", ERROR: "ERROR"}
 ENV_HEAD, ENV_TAG, AD_LEN = 80, 16, 56
-BATCH_HEAD = 48
+BATCH_HEAD = 56
 REC_HEAD = 120
 STR_ABSENT = 0xFFFF
 
@@ -99,14 +99,15 @@ def open_env(key, env):
     return h, out.raw[:mlen.value]
 
 
-def batch_head(master_lsn, master_epoch, first_lsn, salt, nrec, flags=0, time_ns=0):
-    return struct.pack("<QQQQIIQ", master_lsn, master_epoch, first_lsn, salt, nrec, flags, time_ns)
+def batch_head(master_lsn, master_epoch, first_lsn, salt, nrec, flags=0, time_ns=0, verify_lsn=0):
+    return struct.pack("<QQQQIIQQ", master_lsn, master_epoch, first_lsn, salt, nrec, flags, time_ns,
+                       verify_lsn)
 
 
 def parse_batch_head(plain):
-    v = struct.unpack_from("<QQQQIIQ", plain, 0)
+    v = struct.unpack_from("<QQQQIIQQ", plain, 0)
     return dict(zip(("master_lsn", "master_epoch", "first_lsn", "salt", "nrec", "flags",
-                     "time_ns"), v))
+                     "time_ns", "verify_lsn"), v))
 
 
 def _s(x):
