@@ -274,29 +274,17 @@ void repl_peers_set(struct replicator *r, void *json)
 /* ---- one-shot requests ----------------------------------------------------- */
 
 struct oneshot_buf {
-	uint8_t *data;
-	size_t len, cap, max;
+	struct bytebuf b;
+	size_t max;
 };
 
 static size_t oneshot_body(char *p, size_t size, size_t n, void *arg)
 {
-	struct oneshot_buf *b = arg;
+	struct oneshot_buf *ob = arg;
 	size_t len = size * n;
 
-	if (b->len + len > b->max)
+	if (ob->b.len + len > ob->max || bytebuf_put(&ob->b, p, len) < 0)
 		return 0;
-	if (b->len + len > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		while (cap < b->len + len)
-			cap *= 2;
-		uint8_t *nd = realloc(b->data, cap);
-		if (!nd)
-			return 0;
-		b->data = nd;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, p, len);
-	b->len += len;
 	return len;
 }
 
@@ -349,15 +337,15 @@ int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const voi
 	curl_slist_free_all(hdrs);
 	free(req);
 	if (cc != CURLE_OK || status != 200) {
-		free(b.data);
+		bytebuf_free(&b.b);
 		return cc == CURLE_OK ? -EACCES : -EHOSTUNREACH;
 	}
-	rc = repl_open(r->o.key, b.data, b.len, renv, plain, plen);
+	rc = repl_open(r->o.key, b.b.p, b.b.len, renv, plain, plen);
 	if (rc < 0 || memcmp(renv->session, e.session, REPL_ID_BYTES) != 0 || renv->counter != 1) {
-		free(b.data);
+		bytebuf_free(&b.b);
 		return -EBADMSG;
 	}
-	*keep = b.data;
+	*keep = b.b.p;
 	return 0;
 }
 
@@ -848,12 +836,7 @@ static int switchover(struct replicator *r, const char *to, char *msg, size_t ms
 	pthread_mutex_lock(&s->lock);
 	while (s->slaves[idx].acked_lsn < lsn && time_mono_ns() < until) {
 		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += 100000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		time_deadline(&ts, CLOCK_MONOTONIC, 100);
 		pthread_cond_timedwait(&s->acked, &s->lock, &ts);
 	}
 	uint64_t acked = s->slaves[idx].acked_lsn;

@@ -36,6 +36,46 @@ struct req_body {
 	int too_big;
 };
 
+/* libmicrohttpd hands a POST body over in pieces: 0 = more to come, 1 = the
+ * body is complete (NUL-terminated; too_big when over limit, then dropped),
+ * -ENOMEM. */
+static int gather_body(void **con_cls, const char *data, size_t *size, size_t limit)
+{
+	struct req_body *b = *con_cls;
+
+	if (!b) {
+		if (!(b = calloc(1, sizeof(*b))))
+			return -ENOMEM;
+		*con_cls = b;
+		return 0;
+	}
+	if (!*size)
+		return 1;
+	if (!b->too_big && b->len + *size > limit) {
+		b->too_big = 1;
+		free(b->data);
+		b->data = NULL;
+		b->len = b->cap = 0;
+	}
+	if (!b->too_big) {
+		if (b->len + *size + 1 > b->cap) {
+			size_t cap = b->cap ? b->cap : 4096;
+			while (cap < b->len + *size + 1)
+				cap *= 2;
+			uint8_t *n = realloc(b->data, cap);
+			if (!n)
+				return -ENOMEM;
+			b->data = n;
+			b->cap = cap;
+		}
+		memcpy(b->data + b->len, data, *size);
+		b->len += *size;
+		b->data[b->len] = '\0';
+	}
+	*size = 0;
+	return 0;
+}
+
 static void peer_name(struct MHD_Connection *conn, char *out, size_t size)
 {
 	const union MHD_ConnectionInfo *ci =
@@ -313,13 +353,7 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 	/* Long poll: wait for the journal to reach from. */
 	if (journal_appended_lsn(j) < from && wait_ms) {
 		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += (time_t)(wait_ms / 1000);
-		until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
+		time_deadline(&until, CLOCK_MONOTONIC, wait_ms);
 		pthread_mutex_lock(&s->lock);
 		while (!r->stop && journal_appended_lsn(j) < from)
 			if (pthread_cond_timedwait(&s->appended, &s->lock, &until) == ETIMEDOUT)
@@ -597,37 +631,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (strcmp(method, "POST") != 0)
 		return repl_serve_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
 				       strdup("POST a sealed message\n"));
-	if (!b) {
-		b = calloc(1, sizeof(*b));
-		if (!b)
-			return MHD_NO;
-		*con_cls = b;
+	switch (gather_body(con_cls, upload_data, upload_size, REPL_REQ_MAX)) {
+	case 0:
 		return MHD_YES;
+	case -ENOMEM:
+		return MHD_NO;
 	}
-	if (*upload_size) {
-		if (!b->too_big && b->len + *upload_size > REPL_REQ_MAX) {
-			b->too_big = 1;
-			free(b->data);
-			b->data = NULL;
-			b->len = b->cap = 0;
-		}
-		if (!b->too_big) {
-			if (b->len + *upload_size > b->cap) {
-				size_t cap = b->cap ? b->cap : 4096;
-				while (cap < b->len + *upload_size)
-					cap *= 2;
-				uint8_t *n = realloc(b->data, cap);
-				if (!n)
-					return MHD_NO;
-				b->data = n;
-				b->cap = cap;
-			}
-			memcpy(b->data + b->len, upload_data, *upload_size);
-			b->len += *upload_size;
-		}
-		*upload_size = 0;
-		return MHD_YES;
-	}
+	b = *con_cls;
 	if (b->too_big) {
 		char peer[96];
 		peer_name(conn, peer, sizeof(peer));
@@ -678,28 +688,13 @@ static enum MHD_Result on_control(void *cls, struct MHD_Connection *conn, const 
 	if (strcmp(method, "POST") != 0)
 		return repl_serve_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
 				       strdup("method not allowed\n"));
-	if (!b) {
-		b = calloc(1, sizeof(*b));
-		if (!b)
-			return MHD_NO;
-		*con_cls = b;
+	switch (gather_body(con_cls, upload_data, upload_size, 65536)) {
+	case 0:
 		return MHD_YES;
+	case -ENOMEM:
+		return MHD_NO;
 	}
-	if (*upload_size) {
-		if (b->len + *upload_size > 65536) {
-			b->too_big = 1;
-		} else {
-			uint8_t *n = realloc(b->data, b->len + *upload_size + 1);
-			if (!n)
-				return MHD_NO;
-			b->data = n;
-			memcpy(b->data + b->len, upload_data, *upload_size);
-			b->len += *upload_size;
-			b->data[b->len] = '\0';
-		}
-		*upload_size = 0;
-		return MHD_YES;
-	}
+	b = *con_cls;
 	if (b->too_big)
 		return repl_serve_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "text/plain",
 				       strdup("request too large\n"));

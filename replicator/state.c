@@ -130,13 +130,7 @@ int repl_state_wait(struct repl_state *s, uint64_t lsn)
 		pthread_mutex_unlock(&s->lock);
 		return 0;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += (time_t)(s->sync_timeout_ms / 1000);
-	until.tv_nsec += (long)(s->sync_timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	time_deadline(&until, CLOCK_MONOTONIC, s->sync_timeout_ms);
 	while (!s->degraded && !s->fenced && repl_state_holders(s, lsn) < s->sync_count) {
 		if (pthread_cond_timedwait(&s->acked, &s->lock, &until) != ETIMEDOUT)
 			continue;

@@ -108,12 +108,7 @@ enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection 
 			break;
 		}
 		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		time_deadline(&ts, CLOCK_REALTIME, 50);
 		pthread_cond_timedwait(&r->verify_cond, &r->verify_lock, &ts);
 		if (!r->verify_snap && commit_last_lsn(r->node.commit) == x) {
 			pthread_mutex_unlock(&r->verify_lock);

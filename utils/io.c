@@ -140,6 +140,17 @@ uint64_t time_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+void time_deadline(struct timespec *ts, int clk, uint64_t ms)
+{
+	clock_gettime((clockid_t)clk, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 uint64_t hash64(const void *buf, size_t len, uint64_t seed)
 {
 	return XXH3_64bits_withSeed(buf, len, seed);
@@ -177,4 +188,39 @@ const char *fmt_bytes(uint64_t n, char *buf, size_t size)
 	else
 		snprintf(buf, size, "%.1f %s", v, unit[u]);
 	return buf;
+}
+
+int bytebuf_reserve(struct bytebuf *b, size_t more)
+{
+	size_t cap = b->cap ? b->cap : 4096;
+	uint8_t *p;
+
+	if (more > SIZE_MAX / 2 - b->len)
+		return -ENOMEM;
+	if (b->len + more <= b->cap)
+		return 0;
+	while (cap < b->len + more)
+		cap *= 2;
+	if (!(p = realloc(b->p, cap)))
+		return -ENOMEM;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+int bytebuf_put(struct bytebuf *b, const void *d, size_t n)
+{
+	int rc = bytebuf_reserve(b, n);
+
+	if (rc == 0 && n) {
+		memcpy(b->p + b->len, d, n);
+		b->len += n;
+	}
+	return rc;
+}
+
+void bytebuf_free(struct bytebuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
 }

@@ -39,6 +39,15 @@ int io_write_file_atomic(int dirfd, const char *name, const void *buf, size_t le
 /* Reads a whole small file (< max bytes) into a NUL-terminated malloc'd buffer. */
 int io_read_file(int dirfd, const char *name, char **out, size_t *out_len, size_t max);
 
+/* A growable byte buffer (zero-initialise it). */
+struct bytebuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+int bytebuf_reserve(struct bytebuf *b, size_t more); /* room for more bytes */
+int bytebuf_put(struct bytebuf *b, const void *d, size_t n);
+void bytebuf_free(struct bytebuf *b);
+
 /* ---- relative paths inside a data directory ---------------------------- */
 
 /* A valid record path is relative ("a/b/c"), or "" for the root, has no empty,
@@ -72,6 +81,9 @@ static inline uint64_t le_get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8)
 
 uint64_t time_now_ns(void);      /* CLOCK_REALTIME */
 uint64_t time_mono_ns(void);     /* CLOCK_MONOTONIC */
+/* *ts = now on clock clk + ms: a deadline for pthread_cond_timedwait. */
+struct timespec;
+void time_deadline(struct timespec *ts, int clk, uint64_t ms);
 /* 64-bit checksum of buf seeded with seed (XXH3). */
 uint64_t hash64(const void *buf, size_t len, uint64_t seed);
 /* Reads /proc/sys/kernel/random/boot_id into out (37 bytes incl. NUL). */
