@@ -215,6 +215,52 @@ int snapshot_install_recover(struct store *st, struct journal *j);
  * encrypted reader (-ESTALE: make a new snapshot). */
 int snapshot_reader_open_plain(struct snapshot *s, struct snapshot_reader **out);
 
+/* That item sequence cut into items, for each of its consumers (the install
+ * and the manifest builder), so that a stream one refuses the other refuses
+ * too. The framer owns the stream's structure: the order rule, the size
+ * limits, HEAD, TRAILER and an entry's envelope (lengths, nanoseconds, the
+ * root first); the caller owns what entries and file items mean, through
+ * three callbacks given arg. */
+enum snapshot_item_type {
+	IT_HEAD = 1,
+	IT_DIR = 2,
+	IT_FILE = 3,
+	IT_HARDLINK = 4,
+	IT_SYMLINK = 5,
+	IT_NODE = 6,
+	IT_DATA = 7,
+	IT_HOLE = 8,
+	IT_FXATTR = 9,
+	IT_TRAILER = 10,
+};
+/* What the HEAD item announced; zeros before it. */
+struct snapshot_head {
+	uint64_t lsn, epoch, entries, files, file_bytes;
+};
+struct snapshot_items;
+struct snapshot_items_ops {
+	/* 1 with the content bytes the current FILE still expects in *room,
+	 * from its entry to its FXATTR item; 0 between files. */
+	int (*file_room)(void *arg, uint64_t *room);
+	/* The next n bytes of a DATA body: bodies come in pieces, unbuffered. */
+	int (*data)(void *arg, const uint8_t *p, size_t n);
+	/* A whole DIR, FILE, HARDLINK, SYMLINK, NODE, HOLE or FXATTR item, len
+	 * bytes of body (NULL when len is 0); an entry's envelope is checked. */
+	int (*item)(void *arg, uint32_t type, const uint8_t *body, uint32_t len);
+};
+int snapshot_items_new(const struct snapshot_items_ops *ops, void *arg,
+		       struct snapshot_items **out);
+/* Plaintext in pieces of any size. -EBADMSG for a malformed stream (an item
+ * out of place or too long, a bad HEAD, entry envelope or TRAILER), -EINVAL
+ * when the root is not the first entry, -EPROTO on an unknown version, else
+ * the first error of a callback, or -ENOMEM. Not sticky by itself: the
+ * caller stops feeding after an error. */
+int snapshot_items_feed(struct snapshot_items *it, const void *buf, size_t len);
+/* 1 when what was fed ends exactly with the TRAILER item, else 0. */
+int snapshot_items_done(const struct snapshot_items *it);
+const struct snapshot_head *snapshot_items_head(const struct snapshot_items *it);
+void snapshot_items_free(struct snapshot_items *it);
+
 #define VERIFY_BLOCK (1u << 20) /* content is compared in blocks of this size */
 #define VERIFY_DIGEST 32        /* BLAKE2b-256 */
 

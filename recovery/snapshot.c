@@ -64,6 +64,8 @@
  * The plaintext of all messages concatenated is a sequence of items, which
  * may cross message boundaries:
  *     item = [u32 type][u32 body length][body]      (little-endian)
+ * Every body but DATA's is at most 4 MiB (ITEM_BODY_MAX); a DATA body may
+ * not run past its file's size.
  *
  *   1 HEAD     (first item) magic "RPLFSNAP", u32 version = 1, u32 flags = 0,
  *              u64 lsn, u64 epoch, u64 entries, u64 files, u64 file_bytes
@@ -76,8 +78,9 @@
  *       48 path (relative, "" only for the first entry: the root DIR)
  *          target (SYMLINK: the link's target; HARDLINK: the path of an
  *          earlier FILE entry), xattr block (DIR, SYMLINK, NODE)
- *      A FILE entry is followed by its content as DATA and HOLE items adding
- *      up to exactly size bytes, then one FXATTR item.
+ *      48 + path_len + target_len + xattr_len is the body length, and
+ *      mtime_nsec < 10^9. A FILE entry is followed by its content as DATA
+ *      and HOLE items adding up to exactly size bytes, then one FXATTR item.
  *   7 DATA     the next body-length bytes of the file
  *   8 HOLE     u64 length: the next bytes of the file are a hole (zeros)
  *   9 FXATTR   xattr block of the file just sent; ends the file
@@ -88,7 +91,11 @@
  * snapshot_reader_open_plain() yields exactly this item sequence with no
  * secretstream header or framing: verify.c hashes a node's own snapshot
  * through it, so a manifest sees the tree by the very reads (and the same
- * copy-on-write protocol) a slave's install would.
+ * copy-on-write protocol) a slave's install would. Both consumers, the
+ * installer and verify.c's manifest builder, read the sequence through struct
+ * snapshot_items, which also checks its structure (the order and limits
+ * above, HEAD, TRAILER, each entry's lengths): a stream one of them refuses,
+ * the other refuses too.
  *
  * Entries come in an order the receiver can create them in: a directory
  * before anything inside it, a FILE before its HARDLINKs. The receiver
@@ -157,64 +164,14 @@
 #define PREFETCH_AHEAD (32u << 20)       /* content asked of the disk ahead of the reader */
 #define PREFETCH_STEP (4u << 20)
 
-enum item_type {
-	IT_HEAD = 1,
-	IT_DIR = 2,
-	IT_FILE = 3,
-	IT_HARDLINK = 4,
-	IT_SYMLINK = 5,
-	IT_NODE = 6,
-	IT_DATA = 7,
-	IT_HOLE = 8,
-	IT_FXATTR = 9,
-	IT_TRAILER = 10,
-};
-
 /* ======================================================================
  * Shared helpers
  * ====================================================================== */
 
-struct buf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static int buf_reserve(struct buf *b, size_t more)
-{
-	size_t cap = b->cap ? b->cap : 4096;
-	uint8_t *p;
-
-	if (b->len + more <= b->cap)
-		return 0;
-	while (cap < b->len + more)
-		cap *= 2;
-	if (!(p = realloc(b->p, cap)))
-		return -ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int buf_put(struct buf *b, const void *d, size_t n)
-{
-	int rc = buf_reserve(b, n);
-
-	if (rc == 0 && n) {
-		memcpy(b->p + b->len, d, n);
-		b->len += n;
-	}
-	return rc;
-}
-
-static void buf_free(struct buf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
 
 /* Appends every xattr of an object to out as an xattr block: of the open
  * file fd, or (fd < 0) of path without following a final symlink. */
-static int xattrs_read(int fd, const char *path, struct buf *out)
+static int xattrs_read(int fd, const char *path, struct bytebuf *out)
 {
 	char *names = NULL;
 	ssize_t n;
@@ -247,7 +204,7 @@ static int xattrs_read(int fd, const char *path, struct buf *out)
 			v = fd >= 0 ? fgetxattr(fd, nm, NULL, 0) : lgetxattr(path, nm, NULL, 0);
 			if (v < 0)
 				break;
-			if ((rc = buf_reserve(out, 8 + nl + (size_t)v)) < 0)
+			if ((rc = bytebuf_reserve(out, 8 + nl + (size_t)v)) < 0)
 				goto out;
 			uint8_t *p = out->p + out->len;
 			ssize_t got = fd >= 0 ? fgetxattr(fd, nm, p + 8 + nl, (size_t)v)
@@ -309,7 +266,7 @@ static int xattrs_apply(int fd, const char *path, const uint8_t *blk, size_t len
  * A missing name is success. */
 static int rm_tree(int parent, const char *name)
 {
-	struct buf names = { 0 };
+	struct bytebuf names = { 0 };
 	struct dirent *de;
 	DIR *d;
 	int fd, rc = 0;
@@ -328,12 +285,12 @@ static int rm_tree(int parent, const char *name)
 	/* Names first, removal after: no readdir across our own unlinks. */
 	while ((de = readdir(d)))
 		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-		    (rc = buf_put(&names, de->d_name, strlen(de->d_name) + 1)) < 0)
+		    (rc = bytebuf_put(&names, de->d_name, strlen(de->d_name) + 1)) < 0)
 			break;
 	for (size_t off = 0; rc == 0 && off < names.len; off += strlen((char *)names.p + off) + 1)
 		rc = rm_tree(dirfd(d), (char *)names.p + off);
 	closedir(d);
-	buf_free(&names);
+	bytebuf_free(&names);
 	if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
 		rc = -errno;
 	return rc;
@@ -378,7 +335,7 @@ struct snapshot {
 	/* Immutable once snapshot_create returns. */
 	struct snap_entry *ents;
 	size_t nents, ents_cap;
-	struct buf arena;
+	struct bytebuf arena;
 	struct snap_file *files;
 	size_t nfiles, files_cap;
 	uint32_t *hash;          /* file index + 1, 0 = empty; open addressing */
@@ -469,7 +426,7 @@ static int entry_add(struct snapshot *s, uint8_t kind, const char *path, const s
 		e->size_or_rdev = (uint64_t)sb->st_size;
 	else if (kind == IT_NODE)
 		e->size_or_rdev = (uint64_t)sb->st_rdev;
-	if ((rc = buf_put(&s->arena, path, strlen(path) + 1)) < 0)
+	if ((rc = bytebuf_put(&s->arena, path, strlen(path) + 1)) < 0)
 		return rc;
 	s->nents++;
 	return 0;
@@ -540,7 +497,7 @@ static int freeze_child(struct snapshot *s, int dfd, const char *dir_path, const
 		if ((rc = entry_add(s, IT_SYMLINK, path, &sb)) < 0)
 			return rc;
 		s->ents[s->nents - 1].extra = s->arena.len;
-		if ((rc = buf_put(&s->arena, target, (size_t)n + 1)) < 0)
+		if ((rc = bytebuf_put(&s->arena, target, (size_t)n + 1)) < 0)
 			return rc;
 		return entry_xattrs(s, s->nents - 1, -1, proc);
 	default: /* fifo, char/block device, socket */
@@ -601,7 +558,7 @@ static void snapshot_free(struct snapshot *s)
 	if (s->dirfd >= 0)
 		close(s->dirfd);
 	free(s->ents);
-	buf_free(&s->arena);
+	bytebuf_free(&s->arena);
 	free(s->files);
 	free(s->hash);
 	free(s);
@@ -803,7 +760,7 @@ static int cow_copy(struct snapshot *s, size_t idx)
 	struct snap_file *f = &s->files[idx];
 	uint64_t size = s->ents[f->entry].size_or_rdev;
 	char src_name[32], dst_name[32];
-	struct buf xa = { 0 };
+	struct bytebuf xa = { 0 };
 	int src, dst, rc;
 
 	file_link_name(src_name, sizeof(src_name), 'f', idx);
@@ -822,7 +779,7 @@ static int cow_copy(struct snapshot *s, size_t idx)
 		rc = xattrs_read(src, NULL, &xa);
 	if (rc == 0)
 		rc = xattrs_apply(dst, NULL, xa.p, xa.len, 0);
-	buf_free(&xa);
+	bytebuf_free(&xa);
 	close(src);
 	close(dst);
 	if (rc < 0) {
@@ -913,7 +870,7 @@ struct snapshot_reader {
 	size_t pt_len;
 	uint8_t *ct;             /* framed ciphertext waiting to be read */
 	size_t ct_len, ct_pos;
-	struct buf item;         /* an item not yet moved into pt */
+	struct bytebuf item;         /* an item not yet moved into pt */
 	size_t item_pos;
 	size_t next;             /* next entry to send */
 	int trailer_queued, done, err;
@@ -931,7 +888,7 @@ struct snapshot_reader {
 	uint64_t pf_off, pf_total;
 };
 
-static void item_start(struct buf *b, uint32_t type, uint32_t len)
+static void item_start(struct bytebuf *b, uint32_t type, uint32_t len)
 {
 	uint8_t *p = b->p + b->len;
 
@@ -959,7 +916,7 @@ static int queue_entry(struct snapshot_reader *r, size_t ei)
 	len = (uint32_t)(ENTRY_FIXED + pl + tl + xl);
 	r->item.len = 0;
 	r->item_pos = 0;
-	if ((rc = buf_reserve(&r->item, ITEM_HDR + len)) < 0)
+	if ((rc = bytebuf_reserve(&r->item, ITEM_HDR + len)) < 0)
 		return rc;
 	item_start(&r->item, e->kind, len);
 	p = r->item.p + r->item.len;
@@ -1084,7 +1041,7 @@ static int file_finish(struct snapshot_reader *r)
 	for (;;) {
 		r->item.len = 0;
 		r->item_pos = 0;
-		if ((rc = buf_reserve(&r->item, ITEM_HDR)) < 0)
+		if ((rc = bytebuf_reserve(&r->item, ITEM_HDR)) < 0)
 			return rc;
 		r->item.len = ITEM_HDR;
 		if ((rc = xattrs_read(r->fd, NULL, &r->item)) < 0)
@@ -1186,7 +1143,7 @@ static int reader_fill(struct snapshot_reader *r)
 				return rc;
 		} else if (!r->trailer_queued) {
 			r->item.len = r->item_pos = 0;
-			if ((rc = buf_reserve(&r->item, ITEM_HDR + TRAILER_LEN)) < 0)
+			if ((rc = bytebuf_reserve(&r->item, ITEM_HDR + TRAILER_LEN)) < 0)
 				return rc;
 			item_start(&r->item, IT_TRAILER, TRAILER_LEN);
 			le_put64(r->item.p + ITEM_HDR, r->entries);
@@ -1240,7 +1197,7 @@ static int reader_open(struct snapshot *s, const uint8_t *key, const uint8_t *bi
 	r->pt = malloc(FRAME_PT);
 	r->ct = malloc(STREAM_HDR + 4 + FRAME_CT);
 	r->bind = malloc(bindlen ? bindlen : 1);
-	if (!r->pt || !r->ct || !r->bind || buf_reserve(&r->item, ITEM_HDR + HEAD_LEN) < 0) {
+	if (!r->pt || !r->ct || !r->bind || bytebuf_reserve(&r->item, ITEM_HDR + HEAD_LEN) < 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1281,7 +1238,7 @@ fail:
 	free(r->pt);
 	free(r->ct);
 	free(r->bind);
-	buf_free(&r->item);
+	bytebuf_free(&r->item);
 	free(r);
 	return rc;
 }
@@ -1336,7 +1293,7 @@ void snapshot_reader_close(struct snapshot_reader *r)
 	free(r->pt);
 	free(r->ct);
 	free(r->bind);
-	buf_free(&r->item);
+	bytebuf_free(&r->item);
 	snapshot_put(r->s);
 	free(r);
 }
@@ -1349,6 +1306,185 @@ uint64_t snapshot_reader_sent(const struct snapshot_reader *r)
 const char *snapshot_reader_file(const struct snapshot_reader *r)
 {
 	return r->in_file ? r->fpath : NULL;
+}
+
+/* ======================================================================
+ * The item sequence, cut into items (the installer and verify.c)
+ * ====================================================================== */
+
+struct snapshot_items {
+	const struct snapshot_items_ops *ops;
+	void *arg;
+	uint8_t hdr[ITEM_HDR];
+	size_t hdr_have;
+	uint32_t type, len;      /* the item under way; DATA: body bytes still due */
+	int in_body;
+	struct bytebuf body;     /* a body but DATA's, until it is whole */
+	int got_head, got_trailer;
+	struct snapshot_head head;
+	uint64_t entries, files, file_bytes; /* taken by the caller so far */
+};
+
+int snapshot_items_new(const struct snapshot_items_ops *ops, void *arg, struct snapshot_items **out)
+{
+	struct snapshot_items *it = calloc(1, sizeof(*it));
+
+	if (!it)
+		return -ENOMEM;
+	it->ops = ops;
+	it->arg = arg;
+	*out = it;
+	return 0;
+}
+
+void snapshot_items_free(struct snapshot_items *it)
+{
+	if (!it)
+		return;
+	bytebuf_free(&it->body);
+	free(it);
+}
+
+/* Is an item of this type and length allowed here? Decided from the header
+ * alone, before a byte of its body is buffered or written. */
+static int items_allowed(const struct snapshot_items *it)
+{
+	uint64_t room = 0;
+	int in_file = it->ops->file_room(it->arg, &room);
+
+	if (it->got_trailer || (!it->got_head) != (it->type == IT_HEAD))
+		return 0;
+	switch (it->type) {
+	case IT_DATA:
+		return in_file && it->len <= room;
+	case IT_HOLE:
+	case IT_FXATTR:
+		return in_file && it->len <= ITEM_BODY_MAX;
+	default:
+		return !in_file && it->len <= ITEM_BODY_MAX;
+	}
+}
+
+/* A whole item other than DATA. The stream's own bookkeeping (HEAD, TRAILER,
+ * an entry's envelope) is checked here; what an entry means, the caller
+ * checks. */
+static int items_take(struct snapshot_items *it, const uint8_t *b, uint32_t len)
+{
+	struct snapshot_head *h = &it->head;
+	uint32_t pl, tl, xl;
+	int rc;
+
+	switch (it->type) {
+	case IT_HEAD:
+		if (len != HEAD_LEN || memcmp(b, SNAP_MAGIC, 8) != 0)
+			return -EBADMSG;
+		if (le_get32(b + 8) != SNAP_VERSION)
+			return -EPROTO;
+		*h = (struct snapshot_head){ .lsn = le_get64(b + 16), .epoch = le_get64(b + 24),
+					     .entries = le_get64(b + 32), .files = le_get64(b + 40),
+					     .file_bytes = le_get64(b + 48) };
+		return 0;
+	case IT_DIR:
+	case IT_FILE:
+	case IT_HARDLINK:
+	case IT_SYMLINK:
+	case IT_NODE:
+		if (len < ENTRY_FIXED)
+			return -EBADMSG;
+		pl = le_get32(b + 32);
+		tl = le_get32(b + 36);
+		xl = le_get32(b + 40);
+		if ((uint64_t)ENTRY_FIXED + pl + tl + xl != len || le_get32(b + 12) >= 1000000000u)
+			return -EBADMSG;
+		/* The root comes first, as itself and only there. */
+		if ((it->entries == 0) != (it->type == IT_DIR && pl == 0))
+			return -EINVAL;
+		if ((rc = it->ops->item(it->arg, it->type, b, len)) < 0)
+			return rc;
+		it->entries++;
+		if (it->type == IT_FILE) {
+			it->files++;
+			it->file_bytes += le_get64(b + 24);
+		}
+		return 0;
+	case IT_HOLE:
+	case IT_FXATTR:
+		return it->ops->item(it->arg, it->type, b, len);
+	case IT_TRAILER:
+		/* Every file's content was held to its size at its FXATTR, so
+		 * file_bytes is also the content that came. */
+		if (len != TRAILER_LEN || le_get64(b) != it->entries || le_get64(b + 8) != it->files ||
+		    le_get64(b + 16) != it->file_bytes || it->entries != h->entries ||
+		    it->files != h->files || it->file_bytes != h->file_bytes)
+			return -EBADMSG;
+		return 0;
+	}
+	return -EBADMSG;
+}
+
+int snapshot_items_feed(struct snapshot_items *it, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	int rc;
+
+	while (n > 0) {
+		if (!it->in_body) {
+			size_t k = ITEM_HDR - it->hdr_have;
+			if (k > n)
+				k = n;
+			memcpy(it->hdr + it->hdr_have, p, k);
+			it->hdr_have += k;
+			p += k;
+			n -= k;
+			if (it->hdr_have < ITEM_HDR)
+				return 0;
+			it->hdr_have = 0;
+			it->type = le_get32(it->hdr);
+			it->len = le_get32(it->hdr + 4);
+			if (!items_allowed(it))
+				return -EBADMSG;
+			it->in_body = 1;
+			it->body.len = 0;
+			if (it->type != IT_DATA && (rc = bytebuf_reserve(&it->body, it->len)) < 0)
+				return rc;
+		} else if (it->type == IT_DATA) {
+			/* Content goes straight through: a file may be far larger than memory. */
+			size_t k = it->len < n ? it->len : n;
+			if ((rc = it->ops->data(it->arg, p, k)) < 0)
+				return rc;
+			it->len -= (uint32_t)k;
+			p += k;
+			n -= k;
+		} else {
+			size_t k = it->len - it->body.len;
+			if (k > n)
+				k = n;
+			memcpy(it->body.p + it->body.len, p, k);
+			it->body.len += k;
+			p += k;
+			n -= k;
+		}
+		if (it->in_body && (it->type == IT_DATA ? it->len == 0 : it->body.len == it->len)) {
+			it->in_body = 0;
+			if (it->type == IT_DATA)
+				continue;
+			if ((rc = items_take(it, it->body.p, it->len)) < 0)
+				return rc;
+			it->got_head |= it->type == IT_HEAD;
+			it->got_trailer |= it->type == IT_TRAILER;
+		}
+	}
+	return 0;
+}
+
+int snapshot_items_done(const struct snapshot_items *it)
+{
+	return it->got_trailer && !it->in_body && it->hdr_have == 0;
+}
+
+const struct snapshot_head *snapshot_items_head(const struct snapshot_items *it)
+{
+	return &it->head;
 }
 
 /* ======================================================================
@@ -1441,13 +1577,7 @@ struct snapshot_install {
 	int final_seen;
 
 	/* Items. */
-	uint8_t ihdr[ITEM_HDR];
-	size_t ihdr_have;
-	uint32_t itype, ilen;
-	int in_body;
-	struct buf body;
-	int got_head, got_trailer;
-	uint64_t lsn, epoch, h_entries, h_files, h_bytes;
+	struct snapshot_items *items;
 	uint64_t entries, files, bytes; /* seen so far */
 
 	/* The file being received. */
@@ -1463,8 +1593,10 @@ struct snapshot_install {
 	/* Directory mtimes, set at the end. */
 	struct dir_time *dirs;
 	size_t ndirs, dirs_cap;
-	struct buf dir_paths;
+	struct bytebuf dir_paths;
 };
+
+static const struct snapshot_items_ops install_items_ops;
 
 int snapshot_install_begin(struct store *st, const uint8_t key[32], const uint8_t *bind,
 			   size_t bindlen, struct snapshot_install **out)
@@ -1492,7 +1624,8 @@ int snapshot_install_begin(struct store *st, const uint8_t key[32], const uint8_
 	in->cbuf = malloc(FRAME_CT);
 	in->pbuf = malloc(FRAME_PT);
 	in->bind = malloc(bindlen ? bindlen : 1);
-	if (!in->cbuf || !in->pbuf || !in->bind) {
+	if (!in->cbuf || !in->pbuf || !in->bind ||
+	    snapshot_items_new(&install_items_ops, in, &in->items) < 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1569,7 +1702,7 @@ static int remember_dir_time(struct snapshot_install *in, const char *path, int6
 		in->dirs_cap = cap;
 	}
 	in->dirs[in->ndirs] = (struct dir_time){ .path = in->dir_paths.len, .sec = sec, .nsec = nsec };
-	if ((rc = buf_put(&in->dir_paths, path, strlen(path) + 1)) < 0)
+	if ((rc = bytebuf_put(&in->dir_paths, path, strlen(path) + 1)) < 0)
 		return rc;
 	in->ndirs++;
 	return 0;
@@ -1585,7 +1718,7 @@ static int take_path(char *dst, const uint8_t *src, uint32_t len, int allow_root
 	return path_check(dst, len) < 0 ? -EINVAL : 0;
 }
 
-static int install_entry(struct snapshot_install *in, const uint8_t *b, uint32_t len)
+static int install_entry(struct snapshot_install *in, uint32_t itype, const uint8_t *b)
 {
 	char path[PATH_MAX], parent[PATH_MAX], target[PATH_MAX], proc[64 + NAME_MAX];
 	uint32_t mode, uid, gid, nsec, pl, tl, xl;
@@ -1593,10 +1726,8 @@ static int install_entry(struct snapshot_install *in, const uint8_t *b, uint32_t
 	const uint8_t *xa;
 	int64_t sec;
 	uint64_t aux;
-	int pfd, fd, rc, type = (int)in->itype, first = in->entries == 0;
+	int pfd, fd, rc, type = (int)itype, first = in->entries == 0;
 
-	if (len < ENTRY_FIXED)
-		return -EBADMSG;
 	mode = le_get32(b);
 	uid = le_get32(b + 4);
 	gid = le_get32(b + 8);
@@ -1606,11 +1737,6 @@ static int install_entry(struct snapshot_install *in, const uint8_t *b, uint32_t
 	pl = le_get32(b + 32);
 	tl = le_get32(b + 36);
 	xl = le_get32(b + 40);
-	if ((uint64_t)ENTRY_FIXED + pl + tl + xl != len || nsec >= 1000000000u)
-		return -EBADMSG;
-	/* The root comes first, as itself and only there. */
-	if (first != (type == IT_DIR && pl == 0))
-		return -EINVAL;
 	if ((rc = take_path(path, b + ENTRY_FIXED, pl, first)) < 0)
 		return rc;
 	xa = b + ENTRY_FIXED + pl + tl;
@@ -1719,27 +1845,17 @@ static int install_file_end(struct snapshot_install *in, const uint8_t *xa, size
 	return rc;
 }
 
-static int install_item(struct snapshot_install *in, const uint8_t *b, uint32_t len)
+static int install_item(void *arg, uint32_t type, const uint8_t *b, uint32_t len)
 {
-	switch (in->itype) {
-	case IT_HEAD:
-		if (len != HEAD_LEN || memcmp(b, SNAP_MAGIC, 8) != 0)
-			return -EBADMSG;
-		if (le_get32(b + 8) != SNAP_VERSION)
-			return -EPROTO;
-		in->lsn = le_get64(b + 16);
-		in->epoch = le_get64(b + 24);
-		in->h_entries = le_get64(b + 32);
-		in->h_files = le_get64(b + 40);
-		in->h_bytes = le_get64(b + 48);
-		in->got_head = 1;
-		return 0;
+	struct snapshot_install *in = arg;
+
+	switch (type) {
 	case IT_DIR:
 	case IT_FILE:
 	case IT_HARDLINK:
 	case IT_SYMLINK:
 	case IT_NODE:
-		return install_entry(in, b, len);
+		return install_entry(in, type, b);
 	case IT_HOLE: {
 		uint64_t n;
 		if (len != 8)
@@ -1752,85 +1868,34 @@ static int install_item(struct snapshot_install *in, const uint8_t *b, uint32_t 
 	}
 	case IT_FXATTR:
 		return install_file_end(in, b, len);
-	case IT_TRAILER:
-		if (len != TRAILER_LEN || le_get64(b) != in->entries || le_get64(b + 8) != in->files ||
-		    le_get64(b + 16) != in->bytes || in->entries != in->h_entries ||
-		    in->files != in->h_files || in->bytes != in->h_bytes)
-			return -EBADMSG;
-		in->got_trailer = 1;
-		return 0;
 	}
 	return -EBADMSG;
 }
 
-/* Is an item of this type and length allowed here? */
-static int item_allowed(const struct snapshot_install *in)
+static int install_file_room(void *arg, uint64_t *room)
 {
-	int in_file = in->ffd >= 0;
+	struct snapshot_install *in = arg;
 
-	if (in->got_trailer || (!in->got_head) != (in->itype == IT_HEAD))
-		return 0;
-	switch (in->itype) {
-	case IT_DATA:
-		return in_file && in->ilen <= in->fsize - in->foff;
-	case IT_HOLE:
-	case IT_FXATTR:
-		return in_file && in->ilen <= ITEM_BODY_MAX;
-	default:
-		return !in_file && in->ilen <= ITEM_BODY_MAX;
-	}
+	*room = in->fsize - in->foff;
+	return in->ffd >= 0;
 }
 
-/* Feeds authenticated plaintext to the item parser. */
-static int install_plain(struct snapshot_install *in, const uint8_t *p, size_t n)
+static int install_data(void *arg, const uint8_t *p, size_t n)
 {
+	struct snapshot_install *in = arg;
 	int rc;
 
-	while (n > 0) {
-		if (!in->in_body) {
-			size_t k = ITEM_HDR - in->ihdr_have;
-			if (k > n)
-				k = n;
-			memcpy(in->ihdr + in->ihdr_have, p, k);
-			in->ihdr_have += k;
-			p += k;
-			n -= k;
-			if (in->ihdr_have < ITEM_HDR)
-				return 0;
-			in->ihdr_have = 0;
-			in->itype = le_get32(in->ihdr);
-			in->ilen = le_get32(in->ihdr + 4);
-			if (!item_allowed(in))
-				return -EBADMSG;
-			in->in_body = 1;
-			in->body.len = 0;
-			if (in->itype != IT_DATA && (rc = buf_reserve(&in->body, in->ilen)) < 0)
-				return rc;
-		} else if (in->itype == IT_DATA) {
-			size_t k = in->ilen < n ? in->ilen : n;
-			if ((rc = io_pwrite_all(in->ffd, p, k, (off_t)in->foff)) < 0)
-				return rc;
-			in->foff += k;
-			in->ilen -= (uint32_t)k;
-			p += k;
-			n -= k;
-		} else {
-			size_t k = in->ilen - in->body.len;
-			if (k > n)
-				k = n;
-			memcpy(in->body.p + in->body.len, p, k);
-			in->body.len += k;
-			p += k;
-			n -= k;
-		}
-		if (in->in_body && (in->itype == IT_DATA ? in->ilen == 0 : in->body.len == in->ilen)) {
-			in->in_body = 0;
-			if (in->itype != IT_DATA && (rc = install_item(in, in->body.p, in->ilen)) < 0)
-				return rc;
-		}
-	}
+	if ((rc = io_pwrite_all(in->ffd, p, n, (off_t)in->foff)) < 0)
+		return rc;
+	in->foff += n;
 	return 0;
 }
+
+static const struct snapshot_items_ops install_items_ops = {
+	.file_room = install_file_room,
+	.data = install_data,
+	.item = install_item,
+};
 
 static int install_message(struct snapshot_install *in, const uint8_t *c, size_t clen)
 {
@@ -1846,7 +1911,7 @@ static int install_message(struct snapshot_install *in, const uint8_t *c, size_t
 		in->final_seen = 1;
 	else if (tag != crypto_secretstream_xchacha20poly1305_TAG_MESSAGE)
 		return -EBADMSG;
-	return install_plain(in, in->pbuf, (size_t)mlen);
+	return snapshot_items_feed(in->items, in->pbuf, (size_t)mlen);
 }
 
 static int install_bytes(struct snapshot_install *in, const uint8_t *p, size_t len)
@@ -1929,7 +1994,7 @@ uint64_t snapshot_install_received(const struct snapshot_install *in)
 
 uint64_t snapshot_install_expected(const struct snapshot_install *in)
 {
-	return in->h_bytes;
+	return snapshot_items_head(in->items)->file_bytes;
 }
 
 static void install_free(struct snapshot_install *in)
@@ -1948,9 +2013,9 @@ static void install_free(struct snapshot_install *in)
 	free(in->cbuf);
 	free(in->pbuf);
 	free(in->bind);
-	buf_free(&in->body);
+	snapshot_items_free(in->items);
 	free(in->dirs);
-	buf_free(&in->dir_paths);
+	bytebuf_free(&in->dir_paths);
 	free(in);
 }
 
@@ -1969,16 +2034,17 @@ void snapshot_install_abort(struct snapshot_install *in)
 
 int snapshot_install_end(struct snapshot_install *in, uint64_t *lsn, uint64_t *epoch)
 {
+	const struct snapshot_head *h = snapshot_items_head(in->items);
 	struct install_marker m;
 	struct stat sb;
 	int rc = in->err;
 
-	if (rc == 0 && (!in->final_seen || !in->got_trailer || in->in_body || in->ihdr_have ||
+	if (rc == 0 && (!in->final_seen || !snapshot_items_done(in->items) ||
 			in->hdr_have < STREAM_HDR || in->len_have))
 		rc = -EBADMSG; /* truncated */
-	if (rc == 0 && in->epoch < in->st->epoch) {
+	if (rc == 0 && h->epoch < in->st->epoch) {
 		log_error("%s: refusing a snapshot of epoch %" PRIu64 ": this node already follows "
-			  "epoch %" PRIu64, in->st->path, in->epoch, in->st->epoch);
+			  "epoch %" PRIu64, in->st->path, h->epoch, in->st->epoch);
 		rc = -ESTALE;
 	}
 	/* Directory times last: creating their children changed them. */
@@ -2001,7 +2067,7 @@ int snapshot_install_end(struct snapshot_install *in, uint64_t *lsn, uint64_t *e
 	if (rc == 0 && (syncfs(in->treefd) < 0 || fstat(in->treefd, &sb) < 0))
 		rc = -errno;
 	if (rc == 0) {
-		m = (struct install_marker){ .swap = 1, .lsn = in->lsn, .epoch = in->epoch,
+		m = (struct install_marker){ .swap = 1, .lsn = h->lsn, .epoch = h->epoch,
 					     .tree_ino = (uint64_t)sb.st_ino };
 		rc = marker_write(in->st, &m);
 	}
@@ -2013,10 +2079,10 @@ int snapshot_install_end(struct snapshot_install *in, uint64_t *lsn, uint64_t *e
 		return rc;
 	}
 	log_info("%s: snapshot of LSN %" PRIu64 " epoch %" PRIu64 " received: %" PRIu64
-		 " entries, %" PRIu64 " files, %" PRIu64 " bytes", in->st->path, in->lsn, in->epoch,
+		 " entries, %" PRIu64 " files, %" PRIu64 " bytes", in->st->path, h->lsn, h->epoch,
 		 in->entries, in->files, in->bytes);
-	*lsn = in->lsn;
-	*epoch = in->epoch;
+	*lsn = h->lsn;
+	*epoch = h->epoch;
 	install_free(in);
 	return 0;
 }

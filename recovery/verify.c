@@ -138,26 +138,7 @@
 #include <unistd.h>
 
 /* The snapshot item stream (format owned by snapshot.c). */
-#define SNAP_MAGIC "RPLFSNAP"
-#define SNAP_VERSION 1u
-#define ITEM_HDR 8u
-#define ITEM_BODY_MAX (4u << 20)
-#define HEAD_LEN 56u
 #define ENTRY_FIXED 48u
-#define TRAILER_LEN 24u
-
-enum item_type {
-	IT_HEAD = 1,
-	IT_DIR = 2,
-	IT_FILE = 3,
-	IT_HARDLINK = 4,
-	IT_SYMLINK = 5,
-	IT_NODE = 6,
-	IT_DATA = 7,
-	IT_HOLE = 8,
-	IT_FXATTR = 9,
-	IT_TRAILER = 10,
-};
 
 /* The manifest encoding. */
 #define MF_MAGIC "RPLFSVFY"
@@ -172,45 +153,6 @@ enum item_type {
  * Shared helpers
  * ====================================================================== */
 
-struct vbuf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static int vb_reserve(struct vbuf *b, size_t more)
-{
-	size_t cap = b->cap ? b->cap : 4096;
-	uint8_t *p;
-
-	if (more > SIZE_MAX / 2 - b->len)
-		return -ENOMEM;
-	if (b->len + more <= b->cap)
-		return 0;
-	while (cap < b->len + more)
-		cap *= 2;
-	if (!(p = realloc(b->p, cap)))
-		return -ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int vb_put(struct vbuf *b, const void *d, size_t n)
-{
-	int rc = vb_reserve(b, n);
-
-	if (rc == 0 && n) {
-		memcpy(b->p + b->len, d, n);
-		b->len += n;
-	}
-	return rc;
-}
-
-static void vb_free(struct vbuf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
 
 static uint64_t blocks_of(uint64_t size)
 {
@@ -273,18 +215,12 @@ struct bent {
 
 struct verify_builder {
 	crypto_generichash_state bh; /* the block being hashed (64-byte aligned) */
-	struct vbuf arena;           /* byte 0 is the empty string */
+	struct bytebuf arena;           /* byte 0 is the empty string */
 	struct bent *ents;
 	size_t n, cap;
-	/* Item parser. */
-	uint8_t ihdr[ITEM_HDR];
-	size_t ihdr_have;
-	uint32_t itype, ilen;
-	int in_body;
-	struct vbuf body;
-	int got_head, got_trailer, err;
-	uint64_t lsn, epoch, h_entries, h_files, h_bytes;
-	uint64_t entries, files, bytes, hashed, file_bytes;
+	struct snapshot_items *items; /* the stream's structure, HEAD and TRAILER */
+	int err;
+	uint64_t files, hashed, file_bytes;
 	/* The file being hashed. */
 	int in_file;
 	size_t fent;
@@ -305,6 +241,8 @@ static void zero_digest_init(void)
 	crypto_generichash_final(&gs, zero_digest, VERIFY_DIGEST);
 }
 
+static const struct snapshot_items_ops builder_items_ops;
+
 int verify_builder_new(struct verify_builder **out)
 {
 	struct verify_builder *b;
@@ -316,7 +254,9 @@ int verify_builder_new(struct verify_builder **out)
 	if (!(b = aligned_alloc(_Alignof(struct verify_builder), sizeof(*b))))
 		return -ENOMEM;
 	memset(b, 0, sizeof(*b));
-	if (vb_put(&b->arena, "", 1) < 0) {
+	if (bytebuf_put(&b->arena, "", 1) < 0 ||
+	    snapshot_items_new(&builder_items_ops, b, &b->items) < 0) {
+		bytebuf_free(&b->arena);
 		free(b);
 		return -ENOMEM;
 	}
@@ -328,8 +268,8 @@ void verify_builder_free(struct verify_builder *b)
 {
 	if (!b)
 		return;
-	vb_free(&b->arena);
-	vb_free(&b->body);
+	bytebuf_free(&b->arena);
+	snapshot_items_free(b->items);
 	free(b->ents);
 	free(b);
 }
@@ -340,7 +280,7 @@ static int block_done(struct verify_builder *b)
 
 	crypto_generichash_final(&b->bh, d, sizeof(d));
 	b->bfill = 0;
-	return vb_put(&b->arena, d, sizeof(d));
+	return bytebuf_put(&b->arena, d, sizeof(d));
 }
 
 /* Content of the current file: n bytes at p, or n zeros (a hole) when p is
@@ -353,7 +293,7 @@ static int block_feed(struct verify_builder *b, const uint8_t *p, uint64_t n)
 
 	while (n > 0) {
 		if (b->bfill == 0 && !p && n >= VERIFY_BLOCK) {
-			if ((rc = vb_put(&b->arena, zero_digest, VERIFY_DIGEST)) < 0)
+			if ((rc = bytebuf_put(&b->arena, zero_digest, VERIFY_DIGEST)) < 0)
 				return rc;
 			b->foff += VERIFY_BLOCK;
 			n -= VERIFY_BLOCK;
@@ -432,8 +372,8 @@ static int xattr_block(struct verify_builder *b, size_t ei, const uint8_t *blk, 
 		crypto_generichash_update(&gs, le, 8);
 		crypto_generichash_update(&gs, v[i].name, v[i].nl);
 		crypto_generichash_update(&gs, v[i].val, v[i].vl);
-		if ((rc = vb_put(&b->arena, v[i].name, v[i].nl)) == 0)
-			rc = vb_put(&b->arena, "", 1);
+		if ((rc = bytebuf_put(&b->arena, v[i].name, v[i].nl)) == 0)
+			rc = bytebuf_put(&b->arena, "", 1);
 	}
 	free(v);
 	if (rc < 0)
@@ -456,29 +396,23 @@ static int arena_str(struct verify_builder *b, const uint8_t *s, uint32_t len, s
 		return 0;
 	}
 	*off = b->arena.len;
-	if ((rc = vb_put(&b->arena, s, len)) < 0)
+	if ((rc = bytebuf_put(&b->arena, s, len)) < 0)
 		return rc;
-	return vb_put(&b->arena, "", 1);
+	return bytebuf_put(&b->arena, "", 1);
 }
 
-static int parse_entry(struct verify_builder *b, const uint8_t *p, uint32_t len)
+static int parse_entry(struct verify_builder *b, uint32_t type, const uint8_t *p)
 {
-	uint32_t mode, pl, tl, xl, type = b->itype, first = b->entries == 0;
+	uint32_t mode, pl, tl, xl;
 	uint64_t aux;
 	struct bent *e;
 	int rc;
 
-	if (len < ENTRY_FIXED)
-		return -EBADMSG;
 	mode = le_get32(p);
 	aux = le_get64(p + 24);
 	pl = le_get32(p + 32);
 	tl = le_get32(p + 36);
 	xl = le_get32(p + 40);
-	if ((uint64_t)ENTRY_FIXED + pl + tl + xl != len || le_get32(p + 12) >= 1000000000u)
-		return -EBADMSG;
-	if (first != (type == IT_DIR && pl == 0))
-		return -EINVAL; /* the root comes first, as itself and only there */
 	if (pl >= PATH_MAX || path_check((const char *)p + ENTRY_FIXED, pl) < 0)
 		return -EINVAL;
 	if (tl >= PATH_MAX || memchr(p + ENTRY_FIXED + pl, '\0', tl))
@@ -530,7 +464,6 @@ static int parse_entry(struct verify_builder *b, const uint8_t *p, uint32_t len)
 	    (rc = arena_str(b, p + ENTRY_FIXED + pl, tl, type == IT_HARDLINK ? &e->link : &e->target)) < 0)
 		return rc;
 	b->n++;
-	b->entries++;
 	if (type == IT_FILE) {
 		b->in_file = 1;
 		b->fent = b->n - 1;
@@ -570,112 +503,52 @@ static int file_end(struct verify_builder *b, const uint8_t *xa, uint32_t xl)
 	return xattr_block(b, b->fent, xa, xl);
 }
 
-static int parse_item(struct verify_builder *b, const uint8_t *p, uint32_t len)
+static int parse_item(void *arg, uint32_t type, const uint8_t *p, uint32_t len)
 {
+	struct verify_builder *b = arg;
 	uint64_t n;
 
-	switch (b->itype) {
-	case IT_HEAD:
-		if (len != HEAD_LEN || memcmp(p, SNAP_MAGIC, 8) != 0)
-			return -EBADMSG;
-		if (le_get32(p + 8) != SNAP_VERSION)
-			return -EPROTO;
-		b->lsn = le_get64(p + 16);
-		b->epoch = le_get64(p + 24);
-		b->h_entries = le_get64(p + 32);
-		b->h_files = le_get64(p + 40);
-		b->h_bytes = le_get64(p + 48);
-		b->got_head = 1;
-		return 0;
+	switch (type) {
 	case IT_DIR:
 	case IT_FILE:
 	case IT_HARDLINK:
 	case IT_SYMLINK:
 	case IT_NODE:
-		return parse_entry(b, p, len);
+		return parse_entry(b, type, p);
 	case IT_HOLE:
 		if (len != 8 || (n = le_get64(p)) > b->fsize - b->foff)
 			return -EBADMSG;
-		b->bytes += n;
 		return block_feed(b, NULL, n);
 	case IT_FXATTR:
 		return file_end(b, p, len);
-	case IT_TRAILER:
-		if (len != TRAILER_LEN || le_get64(p) != b->entries || le_get64(p + 8) != b->files ||
-		    le_get64(p + 16) != b->bytes || b->entries != b->h_entries ||
-		    b->files != b->h_files || b->bytes != b->h_bytes || b->bytes != b->file_bytes)
-			return -EBADMSG;
-		b->got_trailer = 1;
-		return 0;
 	}
 	return -EBADMSG;
 }
 
-static int item_allowed(const struct verify_builder *b)
+static int builder_file_room(void *arg, uint64_t *room)
 {
-	if (b->got_trailer || (!b->got_head) != (b->itype == IT_HEAD))
-		return 0;
-	switch (b->itype) {
-	case IT_DATA:
-		return b->in_file && b->ilen <= b->fsize - b->foff;
-	case IT_HOLE:
-	case IT_FXATTR:
-		return b->in_file && b->ilen <= ITEM_BODY_MAX;
-	default:
-		return !b->in_file && b->ilen <= ITEM_BODY_MAX;
-	}
+	struct verify_builder *b = arg;
+
+	*room = b->fsize - b->foff;
+	return b->in_file;
 }
 
-static int feed(struct verify_builder *b, const uint8_t *p, size_t n)
+static int builder_data(void *arg, const uint8_t *p, size_t n)
 {
+	struct verify_builder *b = arg;
 	int rc;
 
-	while (n > 0) {
-		if (!b->in_body) {
-			size_t k = ITEM_HDR - b->ihdr_have;
-			if (k > n)
-				k = n;
-			memcpy(b->ihdr + b->ihdr_have, p, k);
-			b->ihdr_have += k;
-			p += k;
-			n -= k;
-			if (b->ihdr_have < ITEM_HDR)
-				return 0;
-			b->ihdr_have = 0;
-			b->itype = le_get32(b->ihdr);
-			b->ilen = le_get32(b->ihdr + 4);
-			if (!item_allowed(b))
-				return -EBADMSG;
-			b->in_body = 1;
-			b->body.len = 0;
-			if (b->itype != IT_DATA && (rc = vb_reserve(&b->body, b->ilen)) < 0)
-				return rc;
-		} else if (b->itype == IT_DATA) {
-			size_t k = b->ilen < n ? b->ilen : n;
-			if ((rc = block_feed(b, p, k)) < 0)
-				return rc;
-			b->bytes += k;
-			b->hashed += k;
-			b->ilen -= (uint32_t)k;
-			p += k;
-			n -= k;
-		} else {
-			size_t k = b->ilen - b->body.len;
-			if (k > n)
-				k = n;
-			memcpy(b->body.p + b->body.len, p, k);
-			b->body.len += k;
-			p += k;
-			n -= k;
-		}
-		if (b->in_body && (b->itype == IT_DATA ? b->ilen == 0 : b->body.len == b->ilen)) {
-			b->in_body = 0;
-			if (b->itype != IT_DATA && (rc = parse_item(b, b->body.p, b->ilen)) < 0)
-				return rc;
-		}
-	}
+	if ((rc = block_feed(b, p, n)) < 0)
+		return rc;
+	b->hashed += n;
 	return 0;
 }
+
+static const struct snapshot_items_ops builder_items_ops = {
+	.file_room = builder_file_room,
+	.data = builder_data,
+	.item = parse_item,
+};
 
 int verify_builder_feed(struct verify_builder *b, const void *buf, size_t len)
 {
@@ -683,19 +556,20 @@ int verify_builder_feed(struct verify_builder *b, const void *buf, size_t len)
 
 	if (b->err)
 		return b->err;
-	if ((rc = feed(b, buf, len)) < 0)
+	if ((rc = snapshot_items_feed(b->items, buf, len)) < 0)
 		b->err = rc;
 	return rc;
 }
 
 int verify_builder_finish(struct verify_builder *b, struct verify_manifest *m)
 {
+	const struct snapshot_head *h = snapshot_items_head(b->items);
 	struct verify_entry *v;
 	const char *a;
 
 	if (b->err)
 		return b->err;
-	if (!b->got_trailer || b->in_body || b->ihdr_have || b->n == 0)
+	if (!snapshot_items_done(b->items) || b->n == 0)
 		return b->err = -EBADMSG;
 	if (!(v = calloc(b->n, sizeof(*v))))
 		return -ENOMEM;
@@ -731,7 +605,7 @@ int verify_builder_finish(struct verify_builder *b, struct verify_manifest *m)
 		v[i].path = path;
 		v[i].link = link;
 	}
-	*m = (struct verify_manifest){ .entries = v, .n = b->n, .lsn = b->lsn, .epoch = b->epoch,
+	*m = (struct verify_manifest){ .entries = v, .n = b->n, .lsn = h->lsn, .epoch = h->epoch,
 				       .files = b->files, .file_bytes = b->file_bytes,
 				       .bytes_hashed = b->hashed, .mem = b->arena.p };
 	memset(&b->arena, 0, sizeof(b->arena));

@@ -492,6 +492,7 @@ void repl_failover_tick(struct replicator *r)
 	int idx[REPL_SLAVES_MAX], n = 0;
 	uint64_t now = time_mono_ns();
 
+	repl_verify_expire(r);
 	if (atomic_load(&r->is_slave) || atomic_load(&r->deposed))
 		return;
 	pthread_mutex_lock(&r->state.lock);
@@ -1042,6 +1043,7 @@ int repl_failover_start(struct replicator *r, char *err, size_t errlen)
 	pthread_mutex_init(&r->probe_lock, NULL);
 	pthread_mutex_init(&r->verify_lock, NULL);
 	pthread_cond_init(&r->verify_cond, NULL);
+	pthread_rwlock_init(&r->verify_gate, NULL);
 	if ((rc = store_history_read(r->node.st, &r->hist)) < 0) {
 		snprintf(err, errlen, "%s/history is damaged: %s", r->node.st->path, strerror(-rc));
 		return rc;

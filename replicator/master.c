@@ -364,8 +364,12 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 	/* A verify compares the trees at verify_lsn: no batch crosses it, so a
 	 * slave knows of it before it could apply past it. */
 	uint64_t upto = UINT64_MAX;
+	for (int i = 0; i < 400 && atomic_load(&r->verify_hold) &&
+			from > atomic_load(&r->verify_lsn); i++)
+		usleep(5000); /* the point is being fixed: a few ms */
+	pthread_rwlock_rdlock(&r->verify_gate);
 	h.verify_lsn = atomic_load(&r->verify_lsn);
-	if (h.verify_lsn && from <= h.verify_lsn)
+	if (h.verify_lsn && (from <= h.verify_lsn || atomic_load(&r->verify_hold)))
 		upto = h.verify_lsn;
 	pthread_mutex_lock(&fs->lock);
 	if (fs->cur.next_lsn != from) {
@@ -390,6 +394,7 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 		break;
 	}
 	pthread_mutex_unlock(&fs->lock);
+	pthread_rwlock_unlock(&r->verify_gate);
 	if (rc == -ENOENT) {
 		free(buf);
 		return repl_reply_error(r, conn, e, "snapshot_needed",

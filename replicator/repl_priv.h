@@ -53,9 +53,15 @@ struct replicator {
 	/* verify (failover.c): a master cuts batches at verify_lsn; a slave
 	 * takes its snapshot when it has applied exactly verify_lsn. */
 	_Atomic uint64_t verify_lsn;
+	/* Fetches read the journal holding it for reading; a verify fixes its
+	 * point holding it for writing, so no batch read before crosses it. */
+	pthread_rwlock_t verify_gate;
+	_Atomic int verify_hold;  /* verify_lsn is provisional: send nothing after it */
 	pthread_mutex_t verify_lock;
 	pthread_cond_t verify_cond;
 	uint64_t verify_target;
+	uint64_t verify_done;     /* points up to this one are served: ignore them */
+	uint64_t verify_snap_ns;  /* when verify_snap was taken (expiry) */
 	struct snapshot *verify_snap;  /* the tree frozen for a verify (either role) */
 	_Atomic int verify_live;
 	int verify_rc;
@@ -122,6 +128,7 @@ int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const voi
 enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection *conn,
 				    const struct repl_env *e, void *msg);
 int repl_verify_run(struct replicator *r, int repair, char *msg, size_t msglen, void **result);
+void repl_verify_expire(struct replicator *r); /* housekeeper, slave */
 /* Housekeeper, once a second: a master probes slaves gone quiet. */
 void repl_failover_tick(struct replicator *r);
 /* Control socket POSTs: /promote, /switchover, /verify. */

@@ -12,9 +12,10 @@
  * master compares. No write in flight can cause a false difference: both
  * trees are exactly the state after record X.
  *
- * If a slave got past X before it heard of it (X was published a moment
- * after the snapshot), it answers "stale" and the master starts over with a
- * new X; this is rare and bounded.
+ * Before the snapshot, the master holds the slaves at its last LSN X0 (a
+ * gate makes sure no batch read earlier goes past it); the snapshot's X is
+ * not before X0, so every slave can still stop at exactly X. A slave that
+ * got past X anyway answers "stale" and the master starts over.
  *
  * REPAIR. The master drops its snapshot, then journals, path by path under
  * its order lock, records that turn any slave's copy into the master's
@@ -58,6 +59,7 @@ static void take_verify_snapshot(struct replicator *r, uint64_t lsn)
 			rc = -ESTALE;
 		}
 		r->verify_snap = s;
+		r->verify_snap_ns = time_mono_ns();
 		atomic_store(&r->verify_live, s != NULL);
 		r->verify_rc = rc;
 		pthread_cond_broadcast(&r->verify_cond);
@@ -70,6 +72,12 @@ static void take_verify_snapshot(struct replicator *r, uint64_t lsn)
 void repl_verify_point(struct replicator *r, uint64_t lsn)
 {
 	pthread_mutex_lock(&r->verify_lock);
+	/* Points only move forward: a batch read before the master fixed its
+	 * point carries the provisional one, which is not after it. */
+	if (lsn <= r->verify_done || lsn < r->verify_target) {
+		pthread_mutex_unlock(&r->verify_lock);
+		return;
+	}
 	if (r->verify_target != lsn) {
 		/* A new point: an older frozen tree is of no use any more. */
 		if (r->verify_snap)
@@ -135,8 +143,9 @@ enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection 
 		snapshot_put(r->verify_snap);
 		r->verify_snap = NULL;
 		atomic_store(&r->verify_live, 0);
-		r->verify_target = 0;
 	}
+	if (x > r->verify_done)
+		r->verify_done = x;
 	pthread_mutex_unlock(&r->verify_lock);
 	snapshot_put(s);
 	if (rc == 0) {
@@ -226,9 +235,29 @@ static int verify_round(struct replicator *r, int repair, json_t *result, uint64
 	/* A snapshot being sent to a slave is of another LSN: wait for it. */
 	for (int i = 0;; i++) {
 		pthread_mutex_lock(&r->snap_lock);
-		rc = r->snap ? -EBUSY : snapshot_create(r->node.st, r->node.commit, &snap);
+		if (r->snap) {
+			pthread_mutex_unlock(&r->snap_lock);
+			if (i >= 600) {
+				rc = -EBUSY;
+				break;
+			}
+			usleep(100 * 1000);
+			continue;
+		}
+		/* No batch may cross the point before the slaves hear of it:
+		 * first hold them at the last LSN now (every batch read before
+		 * ends there), then move the point to the snapshot's LSN, which
+		 * is not before it. */
+		pthread_rwlock_wrlock(&r->verify_gate);
+		pthread_mutex_lock(&r->node.commit->order_lock);
+		atomic_store(&r->verify_lsn, r->node.commit->next_lsn - 1);
+		atomic_store(&r->verify_hold, 1);
+		pthread_mutex_unlock(&r->node.commit->order_lock);
+		pthread_rwlock_unlock(&r->verify_gate);
+		rc = snapshot_create(r->node.st, r->node.commit, &snap);
 		if (rc == 0)
 			atomic_store(&r->verify_lsn, snapshot_lsn(snap));
+		atomic_store(&r->verify_hold, 0);
 		pthread_mutex_unlock(&r->snap_lock);
 		if (rc == 0) {
 			pthread_mutex_lock(&r->verify_lock);
@@ -236,11 +265,10 @@ static int verify_round(struct replicator *r, int repair, json_t *result, uint64
 			atomic_store(&r->verify_live, 1);
 			pthread_mutex_unlock(&r->verify_lock);
 		}
-		if (rc != -EBUSY || i >= 600)
-			break;
-		usleep(100 * 1000);
+		break;
 	}
 	if (rc < 0) {
+		atomic_store(&r->verify_lsn, 0);
 		snprintf(msg, msglen, "cannot freeze the master's tree: %s", strerror(-rc));
 		json_decref(diffs);
 		json_decref(unv);
@@ -432,4 +460,22 @@ int repl_verify_run(struct replicator *r, int repair, char *msg, size_t msglen, 
 	json_object_set_new(res, "unverified_count", json_integer((json_int_t)unverified));
 	*result = res;
 	return 0;
+}
+
+void repl_verify_expire(struct replicator *r)
+{
+	/* A frozen tree no verify asked for (its master gave up, or it was a
+	 * provisional point) costs a copy of every file changed: not for long. */
+	if (!atomic_load(&r->verify_live) || !atomic_load(&r->is_slave))
+		return;
+	pthread_mutex_lock(&r->verify_lock);
+	if (r->verify_snap && time_mono_ns() - r->verify_snap_ns > 120ull * 1000000000ull) {
+		snapshot_put(r->verify_snap);
+		r->verify_snap = NULL;
+		atomic_store(&r->verify_live, 0);
+		if (r->verify_target > r->verify_done)
+			r->verify_done = r->verify_target;
+		log_info("dropped a verify snapshot nobody asked for");
+	}
+	pthread_mutex_unlock(&r->verify_lock);
 }
