@@ -652,6 +652,20 @@ static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *r
 
 /* ---- fetch thread ------------------------------------------------------------ */
 
+/* A pause between retries that a stop, a drain (promote) or a redirect
+ * ends at once. */
+static void nap(struct repl_follower *f, unsigned ms)
+{
+	struct timespec until;
+
+	time_deadline(&until, CLOCK_REALTIME, ms);
+	pthread_mutex_lock(&f->lock);
+	while (!f->stop && !f->no_fetch && !f->reset)
+		if (pthread_cond_timedwait(&f->cond, &f->lock, &until) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&f->lock);
+}
+
 /* The master has not answered for a while: it may have been replaced while
  * this node was away from the announcement. Ask the nodes we know. */
 static void find_master(struct repl_follower *f)
@@ -712,7 +726,7 @@ static void *fetch_main(void *arg)
 				continue; /* redirected */
 			if (hr < 0) {
 				find_master(f);
-				usleep(backoff_ms * 1000);
+				nap(f, backoff_ms);
 				backoff_ms = backoff_ms < 2000 ? backoff_ms * 2 : 2000;
 				continue;
 			}
@@ -726,7 +740,7 @@ static void *fetch_main(void *arg)
 				next = commit_last_lsn(r->node.commit) + 1;
 				fault_point("rejoin:installed");
 			} else {
-				usleep(1000 * 1000);
+				nap(f, 1000);
 			}
 			continue;
 		}
@@ -743,7 +757,7 @@ static void *fetch_main(void *arg)
 											  : "connecting",
 				  "%s", err);
 			find_master(f);
-			usleep(backoff_ms * 1000);
+			nap(f, backoff_ms);
 			backoff_ms = backoff_ms < 2000 ? backoff_ms * 2 : 2000;
 			continue;
 		}
@@ -759,7 +773,7 @@ static void *fetch_main(void *arg)
 				pthread_mutex_lock(&f->lock);
 				f->have_session = 0;
 				pthread_mutex_unlock(&f->lock);
-				usleep(200 * 1000);
+				nap(f, 200);
 				continue;
 			}
 			if (!strcmp(code, "snapshot_needed")) {
@@ -767,12 +781,12 @@ static void *fetch_main(void *arg)
 					next = commit_last_lsn(r->node.commit) + 1;
 					backoff_ms = 100;
 				} else {
-					usleep(1000 * 1000);
+					nap(f, 1000);
 				}
 				continue;
 			}
 			set_state(f, "refused", "%s", msg);
-			usleep(2000 * 1000);
+			nap(f, 2000);
 			continue;
 		}
 		struct repl_batch_head h;
@@ -782,7 +796,7 @@ static void *fetch_main(void *arg)
 			pthread_mutex_lock(&f->lock);
 			f->have_session = 0;
 			pthread_mutex_unlock(&f->lock);
-			usleep(backoff_ms * 1000);
+			nap(f, backoff_ms);
 			continue;
 		}
 		backoff_ms = 100;
@@ -797,7 +811,7 @@ static void *fetch_main(void *arg)
 			continue;
 		struct batch *b = malloc(sizeof(*b));
 		if (!b) {
-			usleep(100 * 1000);
+			nap(f, 100);
 			continue;
 		}
 		/* The batch keeps the response buffer; a new one is made for the next. */
