@@ -9,8 +9,9 @@
 #
 # Usage: bench/run.sh [--smoke] [-d DIR] [-r REPS] [-t TARGETS] [--replfs PATH] [--perf] [--keep]
 #   --smoke        seconds-long version: tiny sizes, native + replfs only, then
-#                  bench/repl.sh --smoke (REPL_SMOKE=0: not); exit status is non-zero
-#                  when any step fails (for CI)
+#                  bench/repl.sh --smoke (REPL_SMOKE=0: not) and bench/failover.sh
+#                  --smoke (FAILOVER_SMOKE=0: not); exit status is non-zero when any
+#                  step fails (for CI)
 #   -d DIR         put the work directory under DIR (default /var/tmp); all targets
 #                  live on the filesystem holding DIR
 #   -r REPS        repeat every workload REPS times, report the median
@@ -672,6 +673,11 @@ if [ "$SMOKE" = 0 ]; then echo "results written to $OUT" >&2; fi
 if [ "$SMOKE" = 1 ] && has_target replfs && [ "${REPL_SMOKE:-1}" = 1 ]; then
 	log "bench/repl.sh --smoke"
 	bash "$BENCH_DIR/repl.sh" --smoke --replfs "$REPLFS_ORIG" -d "$BASE" || fail "bench/repl.sh --smoke failed"
+fi
+# and the failover benchmark's smoke (bench/failover.sh --smoke, ~25 s); FAILOVER_SMOKE=0 skips it
+if [ "$SMOKE" = 1 ] && has_target replfs && [ "${FAILOVER_SMOKE:-1}" = 1 ]; then
+	log "bench/failover.sh --smoke"
+	bash "$BENCH_DIR/failover.sh" --smoke --replfs "$REPLFS_ORIG" -d "$BASE" || fail "bench/failover.sh --smoke failed"
 fi
 if [ "$FAILS" -gt 0 ]; then
 	echo "run.sh: $FAILS step(s) failed" >&2
