@@ -139,7 +139,7 @@ stats() {
 	rec "${n}_all" "$(tr '\n' ' ' <<<"$s" | sed 's/ $//')"
 	rec "${n}_min" "$(head -1 <<<"$s")"
 	rec "${n}_max" "$(tail -1 <<<"$s")"
-	rec "${n}_median" "$(awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }' <<<"$s")"
+	rec "${n}_median" "$(awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }' <<<"$s")"
 }
 # jf FILE EXPR: one field of a JSON file (python expression over j)
 jf() { "$PY" -c 'import json, sys; j = json.load(open(sys.argv[1])); v = eval(sys.argv[2]); print("-" if v is None else v)' "$1" "$2" 2>/dev/null || echo -; }

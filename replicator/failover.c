@@ -1272,7 +1272,8 @@ int repl_verify_main(int argc, char **argv)
 	json_t *u;
 	size_t i;
 	json_array_foreach(json_object_get(a, "unverified"), i, u)
-		printf("  not verified: %s: %s\n", json_string_value(json_object_get(u, "node")),
+		if (!json)
+			printf("  not verified: %s: %s\n", json_string_value(json_object_get(u, "node")),
 		       json_string_value(json_object_get(u, "why")));
 	json_decref(a);
 	return remaining ? 1 : unverified ? 2 : 0;
