@@ -1058,34 +1058,27 @@ fail:
 	return -EAGAIN;
 }
 
-void repl_follower_drain_stop(struct replicator *r)
+/* drain: stop fetching first and apply what is queued (a promote keeps
+ * everything it received); else drop the queue. */
+static void follower_stop(struct replicator *r, int drain)
 {
 	struct repl_follower *f = r->follower;
 
 	if (!f)
 		return;
 	pthread_mutex_lock(&f->lock);
-	f->no_fetch = 1;
-	pthread_cond_broadcast(&f->cond);
-	pthread_mutex_unlock(&f->lock);
-	if (f->threads >= 3) {
-		pthread_join(f->fetch_thread, NULL);
-		f->threads = 2;
+	if (drain) {
+		f->no_fetch = 1;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&f->lock);
+		if (f->threads >= 3) {
+			pthread_join(f->fetch_thread, NULL);
+			f->threads = 2;
+		}
+		pthread_mutex_lock(&f->lock);
+		while (!f->stop && (f->head || f->applying))
+			pthread_cond_wait(&f->cond, &f->lock);
 	}
-	pthread_mutex_lock(&f->lock);
-	while (!f->stop && (f->head || f->applying))
-		pthread_cond_wait(&f->cond, &f->lock);
-	pthread_mutex_unlock(&f->lock);
-	repl_follower_stop(r);
-}
-
-void repl_follower_stop(struct replicator *r)
-{
-	struct repl_follower *f = r->follower;
-
-	if (!f)
-		return;
-	pthread_mutex_lock(&f->lock);
 	f->stop = 1;
 	pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&f->lock);
@@ -1101,6 +1094,16 @@ void repl_follower_stop(struct replicator *r)
 	pthread_cond_destroy(&f->cond);
 	free(f);
 	r->follower = NULL;
+}
+
+void repl_follower_stop(struct replicator *r)
+{
+	follower_stop(r, 0);
+}
+
+void repl_follower_drain_stop(struct replicator *r)
+{
+	follower_stop(r, 1);
 }
 
 void *repl_follower_status(struct replicator *r)
