@@ -91,6 +91,13 @@ static int set_repl_option(struct mount_repl *m, const char *k, const char *v)
 			return -EINVAL;
 		}
 		snprintf(m->ro.master_url, sizeof(m->ro.master_url), "%s", v);
+	} else if (!strcmp(k, "advertise") && v) {
+		if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
+		    strlen(v) >= sizeof(m->ro.advertise_url)) {
+			log_error("bad advertise URL %s: use http://HOST:PORT", v);
+			return -EINVAL;
+		}
+		snprintf(m->ro.advertise_url, sizeof(m->ro.advertise_url), "%s", v);
 	} else if (!strcmp(k, "key") && v) {
 		m->key_path = v;
 	} else if (!strcmp(k, "sync")) {
@@ -333,6 +340,7 @@ int fs_mount_main(int argc, char **argv)
 	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
 						  { "listen", required_argument, NULL, 'L' },
 						  { "slave-of", required_argument, NULL, 'S' },
+						  { "advertise", required_argument, NULL, 'A' },
 						  { "key", required_argument, NULL, 'K' },
 						  { "sync", optional_argument, NULL, 'Y' },
 						  { "sync-timeout", required_argument, NULL, 'T' },
@@ -372,12 +380,13 @@ int fs_mount_main(int argc, char **argv)
 			break;
 		case 'L':
 		case 'S':
+		case 'A':
 		case 'K':
 		case 'Y':
 		case 'T':
 		case 'X': {
 			static const char *const keys[] = { ['L'] = "listen", ['S'] = "slave_of",
-							    ['K'] = "key", ['Y'] = "sync",
+							    ['A'] = "advertise", ['K'] = "key", ['Y'] = "sync",
 							    ['T'] = "sync_timeout", ['X'] = "strict" };
 			if (set_repl_option(&mr, keys[opt], optarg) != 0)
 				return 2;

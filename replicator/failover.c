@@ -1048,7 +1048,9 @@ int repl_failover_start(struct replicator *r, char *err, size_t errlen)
 		snprintf(err, errlen, "%s/history is damaged: %s", r->node.st->path, strerror(-rc));
 		return rc;
 	}
-	if (r->o.listen_host[0])
+	if (r->o.advertise_url[0])
+		snprintf(r->self_url, sizeof(r->self_url), "%s", r->o.advertise_url);
+	else if (r->o.listen_host[0])
 		repl_advertised_url(r->o.listen_host, r->o.listen_port, NULL, r->self_url,
 				    sizeof(r->self_url));
 	peers_load(r);

@@ -238,10 +238,14 @@ static enum MHD_Result on_hello(struct replicator *r, struct MHD_Connection *con
 
 	char url[128] = "", ip[NI_MAXHOST];
 	const char *listen = json_string_value(json_object_get(msg, "listen"));
+	const char *adv = json_string_value(json_object_get(msg, "url"));
 	snprintf(ip, sizeof(ip), "%s", peer);
 	if (strrchr(ip, ':'))
 		*strrchr(ip, ':') = '\0';
-	if (listen) {
+	if (adv && (!strncmp(adv, "http://", 7) || !strncmp(adv, "https://", 8)) &&
+	    strlen(adv) < sizeof(url)) {
+		snprintf(url, sizeof(url), "%s", adv);
+	} else if (listen) {
 		struct repl_options lo = { 0 };
 		if (repl_parse_listen(listen, &lo) == 0)
 			repl_advertised_url(lo.listen_host, lo.listen_port, ip, url, sizeof(url));

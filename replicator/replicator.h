@@ -188,6 +188,9 @@ struct repl_options {
 	char listen_host[64];   /* "" = no TCP listener */
 	unsigned listen_port;
 	char master_url[256];   /* "" on a master */
+	/* How the other nodes reach this one when that is not the listen
+	 * address (NAT, a proxy, a wildcard bind): "" = derived from listen. */
+	char advertise_url[128];
 	int have_key;
 	uint8_t key[REPL_KEY_BYTES];
 	int sync_count;         /* --sync[=N]; 0 = async */

@@ -406,6 +406,8 @@ static int say_hello(struct repl_follower *f, CURL *c, struct http_buf *resp)
 			snprintf(l, sizeof(l), "%s:%u", r->o.listen_host, r->o.listen_port);
 			json_object_set_new(h, "listen", json_string(l));
 		}
+		if (r->o.advertise_url[0])
+			json_object_set_new(h, "url", json_string(r->o.advertise_url));
 		if (challenge[0])
 			json_object_set_new(h, "challenge", json_string(challenge));
 		char *text = json_dumps(h, JSON_COMPACT);
