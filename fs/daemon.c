@@ -7,6 +7,7 @@
  * the parent exits 0 only once the mount is usable.
  */
 #include "fuse_priv.h"
+#include "mount_config.h"
 #include "../recovery/recovery.h"
 #include "../replicator/replicator.h"
 #include "../utils/utils.h"
@@ -20,164 +21,214 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 static const char mount_usage[] =
-	"usage: replfs mount STORE MOUNTPOINT [-f] [-d] [REPLICATION] [-o OPTION[,OPTION...]]\n"
-	"  -f            stay in the foreground, log to stderr\n"
-	"  -d            debug logging (implies -f)\n"
+	"usage: replfs mount STORE MOUNTPOINT [OPTIONS]\n"
+	"       replfs mount --config FILE [OPTIONS]   (STORE and MOUNTPOINT from the file)\n"
+	"  -f                  stay in the foreground, log to stderr (for systemd: Type=notify)\n"
+	"  -d                  debug logging (implies -f)\n"
+	"  -o OPT[,OPT...]     settings as key[=value]; every key of the configuration file\n"
+	"  --config FILE       read settings from FILE (default: STORE/replfs.conf if it exists);\n"
+	"                      the command line overrides the file\n"
+	"  --print-config      print the settings in effect, as a configuration file, and exit\n"
 	"replication:\n"
-	"  --listen [HOST]:PORT   serve slaves (and /metrics) on this address (master)\n"
+	"  --listen [HOST]:PORT   serve slaves (and /metrics) on this address\n"
 	"  --slave-of URL         follow the master at URL (http://HOST:PORT); read-only mount\n"
+	"  --advertise URL        the URL other nodes reach this one at, when it is not the\n"
+	"                         --listen address (NAT, a proxy, a wildcard bind)\n"
 	"  --key FILE             the cluster key (replfs keygen); needed by both\n"
 	"  --sync[=N]             fsync returns once N slaves (default 1) hold the records\n"
 	"  --sync-timeout MS      degrade to async when no slave answers for MS (default 10000)\n"
 	"  --strict               with --sync: every operation waits, not only fsync\n"
-	"  -o retain_mb=N         journal kept for a lagging slave (default 1024); beyond, a snapshot\n"
-	"  (also as -o listen=,slave_of=,key=,sync=N,sync_timeout=MS,strict)\n"
-	"  -o checkpoint_mb=N   checkpoint after N MiB of journal (default 64)\n"
-	"  -o checkpoint_s=N    checkpoint at least every N seconds (default 30)\n"
-	"  -o segment_mb=N      journal segment size (default 64)\n"
-	"  -o keep_journal      never delete journal segments\n"
-	"  -o replay=checkpoint replay everything after the checkpoint, as after a restart\n"
-	"  -o attr_timeout=S,entry_timeout=S   kernel cache lifetimes (default 1.0)\n";
+	"-o settings (replfs.conf(5) has them all, with their sections):\n"
+	"  ro                   read-only mount (writes get EROFS)\n"
+	"  retain_mb=N          journal kept for a lagging slave (default 1024); beyond, a snapshot\n"
+	"  checkpoint_mb=N      checkpoint after N MiB of journal (default 64)\n"
+	"  checkpoint_s=N       checkpoint at least every N seconds (default 30)\n"
+	"  segment_mb=N         journal segment size (default 64)\n"
+	"  keep_journal         never delete journal segments\n"
+	"  replay=checkpoint    replay everything after the checkpoint, as after a restart\n"
+	"  attr_timeout=S,entry_timeout=S   kernel cache lifetimes (default 1.0)\n"
+	"  log_level=L          error, warn, info (default) or debug\n"
+	"  listen=,advertise=,slave_of=,key=,sync=N|off,sync_timeout=MS,strict  as above\n"
+	"  rw, _netdev, nofail, noauto, x-systemd.* and other mount(8) options are accepted\n";
 
-static int parse_u64(const char *v, uint64_t *out)
-{
-	char *end;
-	unsigned long long n;
-
-	if (!v || !*v)
-		return -EINVAL;
-	errno = 0;
-	n = strtoull(v, &end, 10);
-	if (errno || *end || v[0] == '-')
-		return -EINVAL;
-	*out = n;
-	return 0;
-}
-
-/* Options mount(8)/mount.fuse3 pass along that mean nothing more here. */
-static int option_is_generic(const char *k)
-{
-	static const char *const ok[] = { "rw", "dev", "nodev", "suid", "nosuid", "exec",
-					  "noexec", "atime", "noatime", "relatime", "_netdev",
-					  "nofail", "auto", "noauto", "user", "nouser",
-					  "allow_other", "default_permissions", "defaults" };
-	for (size_t i = 0; i < sizeof(ok) / sizeof(*ok); i++)
-		if (!strcmp(k, ok[i]))
-			return 1;
-	return 0;
-}
-
-struct mount_repl {
-	struct repl_options ro;
-	const char *key_path;
-	int sync_set, timeout_set;
+/* Settings from the command line, kept until the configuration file has been
+ * read: the command line wins. */
+struct cli_setting {
+	char *name, *value;
 };
 
-static int set_repl_option(struct mount_repl *m, const char *k, const char *v)
-{
-	uint64_t n;
+#define MAX_CLI_SETTINGS 128
 
-	if (!strcmp(k, "listen") && v) {
-		if (repl_parse_listen(v, &m->ro) < 0) {
-			log_error("bad listen address %s: use [HOST]:PORT", v);
-			return -EINVAL;
-		}
-	} else if (!strcmp(k, "slave_of") && v) {
-		if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
-			log_error("bad master URL %s: use http://HOST:PORT", v);
-			return -EINVAL;
-		}
-		snprintf(m->ro.master_url, sizeof(m->ro.master_url), "%s", v);
-	} else if (!strcmp(k, "advertise") && v) {
-		if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
-		    strlen(v) >= sizeof(m->ro.advertise_url)) {
-			log_error("bad advertise URL %s: use http://HOST:PORT", v);
-			return -EINVAL;
-		}
-		snprintf(m->ro.advertise_url, sizeof(m->ro.advertise_url), "%s", v);
-	} else if (!strcmp(k, "key") && v) {
-		m->key_path = v;
-	} else if (!strcmp(k, "sync")) {
-		if (!v) {
-			m->ro.sync_count = 1;
-		} else if (parse_u64(v, &n) < 0 || n == 0 || n > 64) {
-			log_error("bad value for sync: %s (a number of slaves, 1-64)", v);
-			return -EINVAL;
-		} else {
-			m->ro.sync_count = (int)n;
-		}
-		m->sync_set = 1;
-	} else if (!strcmp(k, "sync_timeout") && v) {
-		if (parse_u64(v, &n) < 0 || n == 0 || n > 3600000) {
-			log_error("bad value for sync-timeout: %s (milliseconds)", v);
-			return -EINVAL;
-		}
-		m->ro.sync_timeout_ms = (unsigned)n;
-		m->timeout_set = 1;
-	} else if (!strcmp(k, "strict") && !v) {
-		m->ro.strict = 1;
-	} else if (!strcmp(k, "retain_mb") && v && parse_u64(v, &n) == 0 && n > 0) {
-		m->ro.retain_bytes = n << 20;
-	} else {
-		return 1; /* not a replication option */
+static int cli_add(struct cli_setting *cs, int *n, const char *name, const char *value)
+{
+	if (*n == MAX_CLI_SETTINGS) {
+		log_error("mount: too many options");
+		return -E2BIG;
 	}
+	cs[*n].name = strdup(name);
+	cs[*n].value = value ? strdup(value) : NULL;
+	(*n)++;
 	return 0;
 }
 
-static int parse_mount_options(char *list, struct fs_options *o, struct mount_repl *m)
+/* -o a,b=c: libfuse-style, a backslash escapes a comma. */
+static int cli_add_list(struct cli_setting *cs, int *n, const char *list, char *config)
 {
-	char *save = NULL;
+	char buf[PATH_MAX * 2];
+	size_t o = 0;
 
-	for (char *opt = strtok_r(list, ",", &save); opt; opt = strtok_r(NULL, ",", &save)) {
-		char *v = strchr(opt, '=');
-		uint64_t n;
-
-		if (v)
-			*v++ = '\0';
-		int rr = set_repl_option(m, opt, v);
-		if (rr < 0)
-			return rr;
-		if (rr == 0)
-			continue;
-		if (!strcmp(opt, "keep_journal") && !v) {
-			o->keep_journal = 1;
-		} else if (!strcmp(opt, "checkpoint_mb") && parse_u64(v, &n) == 0 && n > 0) {
-			o->checkpoint_bytes = n << 20;
-		} else if (!strcmp(opt, "checkpoint_s") && parse_u64(v, &n) == 0 && n > 0 &&
-			   n < 1000000) {
-			o->checkpoint_seconds = (unsigned)n;
-		} else if (!strcmp(opt, "segment_mb") && parse_u64(v, &n) == 0 && n > 0 &&
-			   n <= 4096) {
-			o->segment_bytes = n << 20;
-		} else if ((!strcmp(opt, "attr_timeout") || !strcmp(opt, "entry_timeout")) && v) {
-			char *end;
-			double d = strtod(v, &end);
-			if (*end || d < 0) {
-				log_error("bad value for -o %s: %s", opt, v);
-				return -EINVAL;
-			}
-			*(opt[0] == 'a' ? &o->attr_timeout : &o->entry_timeout) = d;
-		} else if (!strcmp(opt, "replay") && v && !strcmp(v, "checkpoint")) {
-			o->replay_full = 1;
-		} else if (option_is_generic(opt) && !v) {
-			continue;
-		} else {
+	for (const char *p = list;; p++) {
+		if (*p == '\\' && p[1]) {
+			p++;
+		} else if (*p == ',' || !*p) {
+			buf[o] = '\0';
+			char *v = strchr(buf, '=');
 			if (v)
-				log_error("unknown or bad mount option: %s=%s", opt, v);
+				*v++ = '\0';
+			if (!strcmp(buf, "config") && v) {
+				snprintf(config, PATH_MAX, "%s", v);
+			} else if (*buf && cli_add(cs, n, buf, v) < 0) {
+				return -E2BIG;
+			}
+			o = 0;
+			if (!*p)
+				return 0;
+			continue;
+		}
+		if (o + 1 >= sizeof(buf)) {
+			log_error("mount: option too long in -o %.40s...", list);
+			return -E2BIG;
+		}
+		buf[o++] = *p;
+	}
+}
+
+static void cli_free(struct cli_setting *cs, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(cs[i].name);
+		free(cs[i].value);
+	}
+}
+
+/* Fills c from the configuration file and the command line. Returns 0 to
+ * mount, 1 when done (--help, --print-config) or 2 on a bad argument
+ * (reported). */
+static int mount_settings(int argc, char **argv, struct mount_config *c)
+{
+	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
+						  { "config", required_argument, NULL, 'C' },
+						  { "print-config", no_argument, NULL, 'P' },
+						  { "listen", required_argument, NULL, 'L' },
+						  { "slave-of", required_argument, NULL, 'S' },
+						  { "advertise", required_argument, NULL, 'A' },
+						  { "key", required_argument, NULL, 'K' },
+						  { "sync", optional_argument, NULL, 'Y' },
+						  { "sync-timeout", required_argument, NULL, 'T' },
+						  { "strict", no_argument, NULL, 'X' },
+						  { NULL, 0, NULL, 0 } };
+	static const char *const long_names[] = { ['f'] = "foreground", ['d'] = "debug",
+						  ['L'] = "listen", ['S'] = "slave_of",
+						  ['A'] = "advertise", ['K'] = "key", ['Y'] = "sync",
+						  ['T'] = "sync_timeout", ['X'] = "strict" };
+	struct cli_setting cs[MAX_CLI_SETTINGS];
+	char config[PATH_MAX] = "", why[1024];
+	int n = 0, opt, print = 0, rc = 2;
+
+	mount_config_defaults(c);
+	optind = 1;
+	opterr = 0; /* one line of our own instead of getopt's */
+	while ((opt = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'o':
+			if (cli_add_list(cs, &n, optarg, config) < 0)
+				goto out;
+			break;
+		case 'C':
+			snprintf(config, sizeof(config), "%s", optarg);
+			break;
+		case 'P':
+			print = 1;
+			break;
+		case 'h':
+			fputs(mount_usage, stdout);
+			rc = 1;
+			goto out;
+		case 'f': case 'd': case 'L': case 'S': case 'A': case 'K': case 'Y': case 'T':
+		case 'X':
+			if (cli_add(cs, &n, long_names[opt], optarg) < 0)
+				goto out;
+			break;
+		default:
+			if (optopt == 'o')
+				log_error("mount: -o needs a value (see replfs mount --help)");
+			else if (optopt && optopt != '?')
+				log_error("mount: unknown option -%c (see replfs mount --help)", optopt);
 			else
-				log_error("unknown mount option: %s", opt);
-			return -EINVAL;
+				log_error("mount: unknown option %s (see replfs mount --help)",
+					  argv[optind - 1]);
+			goto out;
 		}
 	}
-	return 0;
+	if (argc - optind != 2 && argc - optind != 0) {
+		log_error("mount needs STORE and MOUNTPOINT (see replfs mount --help)");
+		goto out;
+	}
+	if (argc - optind == 0 && !config[0]) {
+		log_error("mount needs STORE and MOUNTPOINT, or --config FILE that names them");
+		goto out;
+	}
+	if (!config[0]) {
+		/* The store's own file, when it has one. */
+		snprintf(config, sizeof(config), "%s/replfs.conf", argv[optind]);
+		if (access(config, F_OK) < 0)
+			config[0] = '\0';
+	}
+	if (config[0] && mount_config_load(c, config, why, sizeof(why)) < 0) {
+		log_error("%s", why);
+		goto out;
+	}
+	for (int i = 0; i < n; i++) {
+		if (mount_config_set(c, cs[i].name, cs[i].value, why, sizeof(why)) < 0) {
+			log_error("%s", why);
+			goto out;
+		}
+	}
+	if (argc - optind == 2) {
+		snprintf(c->store, sizeof(c->store), "%s", argv[optind]);
+		snprintf(c->mountpoint, sizeof(c->mountpoint), "%s", argv[optind + 1]);
+	}
+	if (c->o.debug) {
+		c->o.foreground = 1;
+		c->log_level = LOG_LVL_DEBUG;
+	}
+	if (!c->store[0] || !c->mountpoint[0]) {
+		log_error("%s names no %s (add `%s = ...` to [mount])", config,
+			  c->store[0] ? "mountpoint" : "store", c->store[0] ? "mountpoint" : "store");
+		goto out;
+	}
+	if (mount_config_check(c, why, sizeof(why)) < 0) {
+		log_error("%s", why);
+		goto out;
+	}
+	if (print) {
+		mount_config_print(c, stdout);
+		rc = 1;
+		goto out;
+	}
+	rc = 0;
+out:
+	cli_free(cs, n);
+	return rc;
 }
 
 static int check_mountpoint(const char *mnt)
 {
-	char parent[PATH_MAX];
+	char parent[PATH_MAX + 4];
 	struct stat st, pst;
 
 	if (stat(mnt, &st) < 0) {
@@ -334,19 +385,8 @@ static void slave_data_swapped(void *arg, int new_datafd, int old_datafd)
 
 int fs_mount_main(int argc, char **argv)
 {
-	struct fs_options o = { .checkpoint_bytes = 64ull << 20, .checkpoint_seconds = 30,
-				.segment_bytes = 64ull << 20, .attr_timeout = 1.0,
-				.entry_timeout = 1.0 };
-	static const struct option longopts[] = { { "help", no_argument, NULL, 'h' },
-						  { "listen", required_argument, NULL, 'L' },
-						  { "slave-of", required_argument, NULL, 'S' },
-						  { "advertise", required_argument, NULL, 'A' },
-						  { "key", required_argument, NULL, 'K' },
-						  { "sync", optional_argument, NULL, 'Y' },
-						  { "sync-timeout", required_argument, NULL, 'T' },
-						  { "strict", no_argument, NULL, 'X' },
-						  { NULL, 0, NULL, 0 } };
-	struct mount_repl mr = { .ro = { .sync_timeout_ms = 10000, .retain_bytes = 1ull << 30 } };
+	static struct mount_config cfg; /* big (paths); one mount per process */
+	struct fs_options *op = &cfg.o;
 	struct commit_hooks hooks = { 0 };
 	struct replicator *repl = NULL;
 	pthread_rwlock_t apply_lock;
@@ -362,84 +402,25 @@ int fs_mount_main(int argc, char **argv)
 	char err[1024] = "", fsopt[PATH_MAX * 2 + 256], esc[PATH_MAX * 2];
 	const char *store_path, *mnt;
 	char *mnt_abs = NULL;
-	int opt, rc, ready_fd = -1, commit_ready = 0;
+	int rc, ready_fd = -1, commit_ready = 0;
 
-	optind = 1;
-	opterr = 0; /* one line of our own instead of getopt's */
-	while ((opt = getopt_long(argc, argv, "fdo:h", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'f':
-			o.foreground = 1;
-			break;
-		case 'd':
-			o.debug = o.foreground = 1;
-			break;
-		case 'o':
-			if (parse_mount_options(optarg, &o, &mr) < 0)
-				return 2;
-			break;
-		case 'L':
-		case 'S':
-		case 'A':
-		case 'K':
-		case 'Y':
-		case 'T':
-		case 'X': {
-			static const char *const keys[] = { ['L'] = "listen", ['S'] = "slave_of",
-							    ['A'] = "advertise", ['K'] = "key", ['Y'] = "sync",
-							    ['T'] = "sync_timeout", ['X'] = "strict" };
-			if (set_repl_option(&mr, keys[opt], optarg) != 0)
-				return 2;
-			break;
-		}
-		case 'h':
-			fputs(mount_usage, stdout);
-			return 0;
-		default:
-			if (optopt == 'o')
-				log_error("mount: -o needs a value (see replfs mount --help)");
-			else if (optopt && optopt != '?')
-				log_error("mount: unknown option -%c (see replfs mount --help)", optopt);
-			else
-				log_error("mount: unknown option %s (see replfs mount --help)",
-					  argv[optind - 1]);
-			return 2;
-		}
-	}
-	if (argc - optind != 2) {
-		log_error("mount needs STORE and MOUNTPOINT (see replfs mount --help)");
-		return 2;
-	}
-	store_path = argv[optind];
-	mnt = argv[optind + 1];
-	log_init("replfs", 0, o.debug ? LOG_LVL_DEBUG : LOG_LVL_INFO);
-	is_slave = mr.ro.master_url[0] != '\0';
-	if ((mr.ro.listen_host[0] || is_slave) && !mr.key_path) {
-		log_error("replication needs the cluster key: add --key FILE (made by `replfs keygen`)");
-		return 2;
-	}
-	if (is_slave && mr.sync_set) {
-		log_error("--sync is a master's option; a slave acknowledges what it holds anyway");
-		return 2;
-	}
-	if ((mr.timeout_set || mr.ro.strict) && !mr.sync_set) {
-		log_error("--sync-timeout and --strict go with --sync");
-		return 2;
-	}
-	if (mr.sync_set && !mr.ro.listen_host[0]) {
-		log_error("--sync needs --listen: slaves must be able to reach this master");
-		return 2;
-	}
-	if (mr.key_path) {
+	rc = mount_settings(argc, argv, &cfg);
+	if (rc)
+		return rc == 1 ? 0 : 2;
+	store_path = cfg.store;
+	mnt = cfg.mountpoint;
+	log_init("replfs", 0, cfg.log_level);
+	is_slave = cfg.ro.master_url[0] != '\0';
+	if (cfg.key_path[0]) {
 		char kerr[512];
-		if (repl_key_load(mr.key_path, mr.ro.key, kerr, sizeof(kerr)) < 0) {
+		if (repl_key_load(cfg.key_path, cfg.ro.key, kerr, sizeof(kerr)) < 0) {
 			log_error("%s", kerr);
 			return 2;
 		}
-		mr.ro.have_key = 1;
+		cfg.ro.have_key = 1;
 	}
 	if (is_slave)
-		o.entry_timeout = 0; /* names change under a slave's readers */
+		op->entry_timeout = 0; /* names change under a slave's readers */
 
 	if (access("/dev/fuse", R_OK | W_OK) < 0) {
 		log_error("/dev/fuse is not available (%s): load the fuse module or run where FUSE "
@@ -455,7 +436,7 @@ int fs_mount_main(int argc, char **argv)
 		free(mnt_abs);
 		return 1;
 	}
-	if ((rc = journal_open(st.journalfd, st.node_id, o.segment_bytes, &j)) < 0) {
+	if ((rc = journal_open(st.journalfd, st.node_id, op->segment_bytes, &j)) < 0) {
 		log_error("cannot open the journal of %s: %s", st.path, strerror(-rc));
 		goto fail;
 	}
@@ -467,7 +448,8 @@ int fs_mount_main(int argc, char **argv)
 		goto fail;
 	}
 	snapshot_cleanup_stale(&st);
-	if ((rc = recovery_run(&st, j, o.replay_full ? RECOVERY_FULL : 0, &rep, err,
+	sd_notify(0, "STATUS=recovering the journal");
+	if ((rc = recovery_run(&st, j, op->replay_full ? RECOVERY_FULL : 0, &rep, err,
 			       sizeof(err))) < 0) {
 		log_error("%s", err);
 		goto fail;
@@ -482,11 +464,11 @@ int fs_mount_main(int argc, char **argv)
 	commit_ready = 1;
 
 	fc = (struct fs_ctx){ .st = &st, .journal = j, .commit = &c, .datafd = st.datafd,
-			      .opts = &o, .readonly = 1, .guard_reads = is_slave };
+			      .opts = op, .readonly = 1, .guard_reads = is_slave };
 	/* Any replicated node may become a slave (switchover) or a master
 	 * (promote): the apply lock exists from the start, reads take it while
 	 * the node is a slave. Writes wait for the replicator to say the role. */
-	if (is_slave || mr.ro.listen_host[0]) {
+	if (is_slave || cfg.ro.listen_host[0]) {
 		pthread_rwlockattr_t ra;
 		pthread_rwlockattr_init(&ra);
 		/* The apply step must not starve behind a stream of readers. */
@@ -497,10 +479,10 @@ int fs_mount_main(int argc, char **argv)
 	}
 	opt_escape(st.path, esc, sizeof(esc));
 	snprintf(fsopt, sizeof(fsopt),
-		 "allow_other,default_permissions,fsname=%s,subtype=replfs",
-		 esc);
-	char *fargv[] = { "replfs", "-o", fsopt, o.debug ? "-d" : NULL, NULL };
-	struct fuse_args args = FUSE_ARGS_INIT(o.debug ? 4 : 3, fargv);
+		 "allow_other,default_permissions,fsname=%s,subtype=replfs%s",
+		 esc, cfg.read_only ? ",ro" : "");
+	char *fargv[] = { "replfs", "-o", fsopt, op->debug ? "-d" : NULL, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(op->debug ? 4 : 3, fargv);
 	f = fuse_new(&args, &fs_operations, sizeof(fs_operations), &fc);
 	fuse_opt_free_args(&args);
 	if (!f) {
@@ -514,11 +496,11 @@ int fs_mount_main(int argc, char **argv)
 		rc = -EIO;
 		goto fail;
 	}
-	if (!o.foreground) {
+	if (!op->foreground) {
 		tty_fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
 		if ((rc = detach(&ready_fd)) < 0)
 			goto fail_unmount;
-		log_init("replfs", 1, LOG_LVL_INFO);
+		log_init("replfs", 1, cfg.log_level);
 		log_mirror_fd(tty_fd);
 	}
 	store_pid_write(&st, getpid(), mnt_abs ? mnt_abs : mnt);
@@ -530,7 +512,7 @@ int fs_mount_main(int argc, char **argv)
 				  .invalidate = slave_invalidate, .data_swapped = slave_data_swapped,
 				  .cb_arg = &fc, .apply_lock = fc.apply_lock,
 				  .role_changed = role_changed };
-	if ((rc = repl_start(&mr.ro, &node, &repl, err, sizeof(err))) < 0) {
+	if ((rc = repl_start(&cfg.ro, &node, &repl, err, sizeof(err))) < 0) {
 		log_error("%s", err);
 		goto fail_unmount;
 	}
@@ -539,10 +521,10 @@ int fs_mount_main(int argc, char **argv)
 	atomic_store(&fc.guard_reads, is_slave);
 	atomic_store(&fc.readonly, repl_starts_readonly(repl));
 	atomic_store(&hooks.repl, repl);
-	struct checkpoint_opts co = { .every_bytes = o.checkpoint_bytes,
-				      .every_seconds = o.checkpoint_seconds,
-				      .keep_journal = o.keep_journal };
-	if (mr.ro.listen_host[0]) {
+	struct checkpoint_opts co = { .every_bytes = op->checkpoint_bytes,
+				      .every_seconds = op->checkpoint_seconds,
+				      .keep_journal = op->keep_journal };
+	if (cfg.ro.listen_host[0]) {
 		co.slave_needs = repl_slave_needs;
 		co.slave_needs_arg = repl;
 	}
@@ -558,13 +540,13 @@ int fs_mount_main(int argc, char **argv)
 	if (is_slave)
 		log_info("mounted %s on %s read-only as a slave of %s (LSN %" PRIu64
 			 ", epoch %" PRIu64 ")",
-			 st.path, mnt_abs ? mnt_abs : mnt, mr.ro.master_url, rep.journal_last_lsn,
+			 st.path, mnt_abs ? mnt_abs : mnt, cfg.ro.master_url, rep.journal_last_lsn,
 			 st.epoch);
 	else
 		log_info("mounted %s on %s (LSN %" PRIu64 ", epoch %" PRIu64 ")%s%s", st.path,
 			 mnt_abs ? mnt_abs : mnt, rep.journal_last_lsn, st.epoch,
-			 mr.ro.listen_host[0] ? ", serving slaves" : "",
-			 mr.sync_set ? " in sync mode" : "");
+			 cfg.ro.listen_host[0] ? ", serving slaves" : "",
+			 cfg.ro.sync_count ? " in sync mode" : "");
 	log_mirror_fd(-1);
 	if (tty_fd >= 0)
 		close(tty_fd);
@@ -576,6 +558,10 @@ int fs_mount_main(int argc, char **argv)
 		close(ready_fd);
 		ready_fd = -1;
 	}
+	/* systemd (Type=notify): started only now that the mount answers. */
+	sd_notifyf(0, "READY=1\nMAINPID=%d\nSTATUS=%s %s on %s", (int)getpid(),
+		   is_slave ? "slave of" : "master", is_slave ? cfg.ro.master_url : st.path,
+		   mnt_abs ? mnt_abs : mnt);
 
 	lc = fuse_loop_cfg_create();
 	fuse_loop_cfg_set_clone_fd(lc, 1);
@@ -583,6 +569,7 @@ int fs_mount_main(int argc, char **argv)
 	fuse_loop_cfg_set_idle_threads(lc, 8);
 	rc = fuse_loop_mt(f, lc);
 	fuse_loop_cfg_destroy(lc);
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping: final checkpoint");
 	fuse_remove_signal_handlers(fuse_get_session(f));
 	fuse_unmount(f);
 

@@ -26,8 +26,10 @@
 #include <unistd.h>
 
 struct fs_file {
-	int fd;
+	int fd;           /* -1 for the control file */
 	int append;
+	char *text;       /* the control file's contents, fixed at open */
+	size_t text_len;
 };
 
 struct fs_dir {
@@ -54,6 +56,65 @@ static const char *rel_at(const char *path)
 	return *r ? r : ".";
 }
 
+/* The control file MNT/.replfs tells applications the node's role and its
+ * master (LiteFS's .primary does this job there). It is not in the data
+ * directory: looked up by name, left out of listings, never changed. */
+#define CONTROL_NAME ".replfs"
+
+static int is_control(const char *path)
+{
+	return !strcmp(path, "/" CONTROL_NAME);
+}
+
+static int control_text(char *buf, size_t len)
+{
+	struct fs_ctx *c = ctx();
+
+	if (c->repl)
+		return repl_role_text(c->repl, buf, len);
+	return snprintf(buf, len, "role standalone\nepoch %llu\nlsn %llu\nmaster -\nwritable %s\n",
+			(unsigned long long)c->st->epoch,
+			(unsigned long long)commit_last_lsn(c->commit),
+			atomic_load(&c->readonly) ? "no" : "yes");
+}
+
+static int control_getattr(struct stat *st)
+{
+	char text[1024];
+	int n = control_text(text, sizeof(text));
+
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_size = n > 0 ? n : 0;
+	clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+	st->st_atim = st->st_ctim = st->st_mtim;
+	return 0;
+}
+
+static int control_open(struct fuse_file_info *fi)
+{
+	struct fs_file *f;
+	char text[1024];
+	int n;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+		return -EPERM;
+	n = control_text(text, sizeof(text));
+	if (n < 0 || !(f = calloc(1, sizeof(*f))))
+		return -ENOMEM;
+	f->fd = -1;
+	f->text_len = (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1;
+	if (!(f->text = malloc(f->text_len + 1))) {
+		free(f);
+		return -ENOMEM;
+	}
+	memcpy(f->text, text, f->text_len);
+	fi->fh = (uintptr_t)f;
+	fi->direct_io = 1; /* its size changes with every open */
+	return 0;
+}
+
 /* Every mutation goes through here: refused on a slave, and in strict sync
  * mode held until a slave has the record. */
 static int commit(struct rec *r, int hint_fd, int *out_fd)
@@ -61,6 +122,9 @@ static int commit(struct rec *r, int hint_fd, int *out_fd)
 	struct fs_ctx *c = ctx();
 	int rc;
 
+	if (!strcmp(r->path, CONTROL_NAME) ||
+	    ((r->op == REC_RENAME || r->op == REC_LINK) && !strcmp(r->path2, CONTROL_NAME)))
+		return -EPERM;
 	if (atomic_load(&c->readonly))
 		return -EROFS;
 	rc = commit_op(c->commit, r, hint_fd, out_fd);
@@ -115,6 +179,9 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 {
 	int rc;
 
+	if (is_control(path))
+		return control_getattr(st);
+
 	int guarded = read_begin();
 	rc = getattr_unguarded(path, st, fi);
 	read_end(guarded);
@@ -158,6 +225,8 @@ static int readlink_unguarded(const char *path, char *buf, size_t size)
 
 static int fs_readlink(const char *path, char *buf, size_t size)
 {
+	if (is_control(path))
+		return -EINVAL;
 	int rc;
 
 	int guarded = read_begin();
@@ -173,6 +242,10 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
 
 	if (!d)
 		return -ENOMEM;
+	if (is_control(path)) {
+		free(d);
+		return -ENOTDIR;
+	}
 	fd = openat(ctx()->datafd, rel_at(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || !(d->dp = fdopendir(fd))) {
 		rc = -errno;
@@ -190,7 +263,6 @@ static int readdir_unguarded(const char *path, void *buf, fuse_fill_dir_t filler
 {
 	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
 
-	(void)path;
 	if (offset != d->offset) {
 		seekdir(d->dp, offset);
 		d->entry = NULL;
@@ -210,6 +282,11 @@ static int readdir_unguarded(const char *path, void *buf, fuse_fill_dir_t filler
 			}
 		}
 		off_t next = telldir(d->dp);
+		if (path[1] == '\0' && !strcmp(d->entry->d_name, CONTROL_NAME)) {
+			d->entry = NULL; /* shadowed by the control file */
+			d->offset = next;
+			continue;
+		}
 		if ((flags & FUSE_READDIR_PLUS) &&
 		    fstatat(dirfd(d->dp), d->entry->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 			fill = FUSE_FILL_DIR_PLUS;
@@ -253,7 +330,7 @@ static int fs_releasedir(const char *path, struct fuse_file_info *fi)
 
 static int open_cache_file(const char *path, int flags, struct fuse_file_info *fi)
 {
-	struct fs_file *f = malloc(sizeof(*f));
+	struct fs_file *f = calloc(1, sizeof(*f));
 	int acc = flags & O_ACCMODE;
 	int fd;
 
@@ -279,6 +356,8 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 {
 	int rc;
 
+	if (is_control(path))
+		return control_open(fi);
 	if (atomic_load(&ctx()->readonly) &&
 	    ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)))
 		return -EROFS;
@@ -304,6 +383,22 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 	if (!src)
 		return -ENOMEM;
 	*src = FUSE_BUFVEC_INIT(size);
+	if (fh(fi)->text) {
+		struct fs_file *f = fh(fi);
+		size_t from = off < 0 ? 0 : (size_t)off < f->text_len ? (size_t)off : f->text_len;
+		size_t n = f->text_len - from < size ? f->text_len - from : size;
+		void *mem = malloc(n ? n : 1);
+		if (!mem) {
+			free(src);
+			return -ENOMEM;
+		}
+		memcpy(mem, f->text + from, n);
+		src->buf[0].mem = mem;
+		src->buf[0].size = n;
+		src->buf[0].flags = 0;
+		*bufp = src;
+		return 0;
+	}
 	if (ctx()->apply_lock && atomic_load(&ctx()->guard_reads)) {
 		/* A slave copies under the read lock: a splice after returning
 		 * could see a record half-applied. */
@@ -338,7 +433,9 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
-	close(fh(fi)->fd);
+	if (fh(fi)->fd >= 0)
+		close(fh(fi)->fd);
+	free(fh(fi)->text);
 	free(fh(fi));
 	return 0;
 }
@@ -396,6 +493,8 @@ static int fs_getxattr(const char *path, const char *name, char *value, size_t s
 {
 	int rc;
 
+	if (is_control(path))
+		return -ENODATA;
 	int guarded = read_begin();
 	rc = getxattr_unguarded(path, name, value, size);
 	read_end(guarded);
@@ -427,6 +526,8 @@ static int fs_listxattr(const char *path, char *list, size_t size)
 {
 	int rc;
 
+	if (is_control(path))
+		return 0;
 	int guarded = read_begin();
 	rc = listxattr_unguarded(path, list, size);
 	read_end(guarded);
@@ -438,6 +539,8 @@ static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_
 	off_t r;
 
 	(void)path;
+	if (fh(fi)->fd < 0)
+		return -ESPIPE;
 	r = lseek(fh(fi)->fd, off, whence);
 	return r < 0 ? -errno : r;
 }
@@ -476,7 +579,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		return fs_open(path, fi);
 	if (rc < 0)
 		return rc;
-	if (!(f = malloc(sizeof(*f)))) {
+	if (!(f = calloc(1, sizeof(*f)))) {
 		close(fd);
 		return -ENOMEM;
 	}

@@ -21,6 +21,7 @@ static const char usage[] =
 	"  init STORE                       create a node's store\n"
 	"  keygen                           print a new cluster key (save it, chmod 600)\n"
 	"  mount STORE MOUNTPOINT [-f] [-d] [-o OPTIONS]   mount it (see mount --help)\n"
+	"  mount --config FILE [OPTIONS]    mount what the configuration file names\n"
 	"  status MOUNTPOINT [--json]       role, epoch, journal position, slaves' lag, sync mode\n"
 	"  promote MOUNTPOINT [--force]     failover: this slave becomes the master\n"
 	"  switchover MOUNTPOINT URL        planned handover from this master to the slave at URL\n"
@@ -29,7 +30,8 @@ static const char usage[] =
 	"  journal replay STORE DIR         apply the whole journal to an empty DIR\n"
 	"  journal truncate STORE --at SEGMENT:OFFSET   cut a corrupt journal deliberately\n"
 	"  --version, --help\n"
-	"Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.\n";
+	"Each command takes --help. Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.\n"
+	"Also: mount -t fuse.replfs STORE MOUNTPOINT -o OPTIONS, or an /etc/fstab line.\n";
 
 static int cmd_init(int argc, char **argv)
 {
@@ -218,14 +220,75 @@ static int cmd_journal(int argc, char **argv)
 	return 2;
 }
 
+/* mount(8) runs /sbin/mount.fuse.replfs SPEC DIR [-sfnv] [-o OPTIONS] for
+ * `mount -t fuse.replfs` and fstab lines; mount.fuse3, when that helper is
+ * missing, runs `replfs SPEC DIR -o OPTIONS`. Both become `replfs mount`.
+ * SPEC "none" leaves the store to the configuration file (-o config=FILE). */
+static int mount_helper_main(int argc, char **argv)
+{
+	char *margv[64];
+	int n = 0, fake = 0;
+
+	if (argc < 3 || argv[1][0] == '-' || argv[2][0] == '-') {
+		log_error("usage: mount -t fuse.replfs STORE MOUNTPOINT [-o OPTIONS]");
+		return 2;
+	}
+	margv[n++] = "mount";
+	for (int i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+			if (n + 3 >= 64)
+				break;
+			margv[n++] = "-o";
+			margv[n++] = argv[++i];
+		} else if (!strcmp(argv[i], "-t") && i + 1 < argc) {
+			i++; /* the type: fuse.replfs */
+		} else if (argv[i][0] == '-' && argv[i][1] && strspn(argv[i] + 1, "sfnv") ==
+								      strlen(argv[i] + 1)) {
+			/* -s sloppy, -n no mtab, -v verbose: nothing to do; -f fake */
+			fake |= strchr(argv[i], 'f') != NULL;
+		} else {
+			log_error("mount helper: unexpected argument %s", argv[i]);
+			return 2;
+		}
+	}
+	if (!strcmp(argv[1], "none") || !strcmp(argv[1], "replfs")) {
+		static char mp[PATH_MAX + 16];
+		snprintf(mp, sizeof(mp), "mountpoint=%s", argv[2]);
+		margv[n++] = "-o";
+		margv[n++] = mp;
+	} else {
+		margv[n++] = argv[1];
+		margv[n++] = argv[2];
+	}
+	if (fake) {
+		/* Checked, not mounted. */
+		margv[n++] = "--print-config";
+		if (!freopen("/dev/null", "w", stdout))
+			return 1;
+	}
+	margv[n] = NULL;
+	return fs_mount_main(n, margv);
+}
+
+static int is_dir(const char *p)
+{
+	struct stat st;
+
+	return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 int main(int argc, char **argv)
 {
+	const char *self = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+
 	log_init("replfs", 0, LOG_LVL_INFO);
 	if (sodium_init() < 0) {
 		log_error("libsodium failed to initialise");
 		return 1;
 	}
 	umask(0); /* modes are taken from records, not from this process */
+	if (!strncmp(self, "mount.", 6))
+		return mount_helper_main(argc, argv);
 	if (argc < 2) {
 		fputs(usage, stderr);
 		return 2;
@@ -265,6 +328,8 @@ int main(int argc, char **argv)
 		}
 		return repl_keygen(stdout) == 0 ? 0 : 1;
 	}
+	if (argc >= 3 && argv[1][0] != '-' && is_dir(argv[1]) && is_dir(argv[2]))
+		return mount_helper_main(argc, argv); /* from mount.fuse3 */
 	if (argv[1][0] == '-')
 		log_error("unknown option: %s (see replfs --help)", argv[1]);
 	else

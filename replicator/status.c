@@ -179,6 +179,28 @@ char *repl_status_json(struct replicator *r)
 	return text;
 }
 
+int repl_role_text(struct replicator *r, char *buf, size_t len)
+{
+	const char *role = r->is_slave ? "slave" : r->deposed ? "deposed" : "master";
+	char master[256] = "-", follow[96] = "";
+
+	if (r->is_slave) {
+		json_t *f = repl_follower_status(r);
+		const char *u = json_string_value(json_object_get(f, "url"));
+		const char *state = json_string_value(json_object_get(f, "state"));
+		if (u && *u)
+			snprintf(master, sizeof(master), "%s", u);
+		snprintf(follow, sizeof(follow), "state %s\n", state ? state : "-");
+		json_decref(f);
+	} else if (!r->deposed && r->self_url[0]) {
+		snprintf(master, sizeof(master), "%s", r->self_url);
+	}
+	return snprintf(buf, len,
+			"role %s\nepoch %" PRIu64 "\nlsn %" PRIu64 "\nmaster %s\nwritable %s\n%s",
+			role, r->node.st->epoch, commit_last_lsn(r->node.commit), master,
+			!r->is_slave && !r->deposed ? "yes" : "no", follow);
+}
+
 struct textbuf {
 	char *p;
 	size_t len, cap;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -13,6 +14,21 @@ static const char *log_ident = "replfs";
 static int log_use_syslog;
 static enum log_level log_max = LOG_LVL_INFO;
 static int log_mirror = -1;
+static int log_to_journal;
+
+/* systemd sets JOURNAL_STREAM to the device and inode of the stream it
+ * connected to stderr: then each line gets a "<N>" priority prefix, which
+ * journald strips and keeps as the level. */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) < 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void log_mirror_fd(int fd)
 {
@@ -24,6 +40,7 @@ void log_init(const char *ident, int use_syslog, enum log_level max_level)
 	log_ident = ident;
 	log_use_syslog = use_syslog;
 	log_max = max_level;
+	log_to_journal = !use_syslog && stderr_is_journal();
 	if (use_syslog)
 		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
 }
@@ -41,6 +58,8 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	va_end(ap);
 	if (log_use_syslog)
 		syslog(prio[lvl], "%s", line);
+	else if (log_to_journal)
+		fprintf(stderr, "<%d>%s: %s\n", prio[lvl], log_ident, line);
 	else
 		fprintf(stderr, "%s: %s\n", log_ident, line);
 	/* A daemon that has just detached still tells the terminal that started
@@ -49,13 +68,4 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		dprintf(log_mirror, "%s: %s\n", log_ident, line);
 }
 
-void fault_point(const char *name)
-{
-	const char *want = getenv("REPLFS_FAULT");
-
-	if (!want || strcmp(want, name) != 0)
-		return;
-	log_error("fault point %s: dying now (REPLFS_FAULT)", name);
-	kill(getpid(), SIGKILL);
-	pause();
-}
+/* fault_point() moved to fault.c (REPLFS_FAULT syntax documented there). */

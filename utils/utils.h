@@ -23,10 +23,24 @@ void log_mirror_fd(int fd);
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
 
-/* Crash tests: when the environment variable REPLFS_FAULT names this point,
- * the process dies on the spot (SIGKILL to itself), as a power cut or an
- * OOM kill would leave it. */
-void fault_point(const char *name);
+/* Crash and error injection at named points (REPLFS_FAULT): fault.h. */
+#include "fault.h"
+
+/* ---- configuration files (config.c) --------------------------------------- */
+
+/* Called for each `key = value` of an INI file (section "" before any
+ * header). Returns 0, or -EINVAL with the reason in why (without the file
+ * and line, which the caller adds). */
+typedef int (*config_handler_fn)(void *arg, const char *section, const char *key,
+				 const char *value, char *why, size_t whylen);
+/* Parses path; a bad line stops it with "PATH:LINE: reason" in err. A key
+ * given twice in one section is an error. Returns 0 or a negative errno. */
+int config_parse_file(const char *path, config_handler_fn fn, void *arg, char *err,
+		      size_t errlen);
+/* yes/no/true/false/on/off/1/0 (any case); NULL (a bare flag) is yes. */
+int config_parse_bool(const char *v, int *out);
+/* A decimal number in [min, max], nothing else on the line. */
+int config_parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out);
 
 /* ---- checked I/O: each returns 0 or -errno; short transfers are retried --- */
 
