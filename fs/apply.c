@@ -267,7 +267,8 @@ static int apply_content(const struct apply_ctx *ac, const struct rec *r, int hi
 		return fd;
 	switch (r->op) {
 	case REC_WRITE:
-		rc = io_pwrite_all(fd, r->data, r->data_len, (off_t)r->off);
+		if ((rc = fault_check("apply:write")) == 0)
+			rc = io_pwrite_all(fd, r->data, r->data_len, (off_t)r->off);
 		break;
 	case REC_TRUNCATE:
 		rc = ftruncate(fd, (off_t)r->off) < 0 ? -errno : 0;
@@ -360,6 +361,10 @@ out:
 
 int apply_record(const struct apply_ctx *ac, const struct rec *r, int hint_fd, int *out_fd)
 {
+	int rc = fault_check("apply:record");
+
+	if (rc < 0)
+		return rc;
 	/* Decoded records were checked already; local ones are checked here. */
 	if (path_check(r->path, strlen(r->path)) < 0)
 		return -EINVAL;

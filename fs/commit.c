@@ -176,6 +176,7 @@ int commit_op_locked(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
 	}
 	c->next_lsn++;
 	rc = apply_record(&c->apply, r, hint_fd, out_fd);
+	fault_point("apply:done");
 	if (rc < 0 && !apply_error_is_deterministic(rc)) {
 		log_error("LSN %" PRIu64 " (%s %s) is in the journal but could not be applied: %s; "
 			  "refusing further changes until remount replays it",
@@ -188,6 +189,7 @@ int commit_op_locked(struct commit *c, struct rec *r, int hint_fd, int *out_fd)
 	s->applied_lsn = r->lsn;
 	s->inflight_lsn = 0;
 	s->clean = 0;
+	fault_point("commit:done");
 	if (c->on_commit)
 		c->on_commit(c->on_commit_arg, r->lsn, rec_size(r));
 out:

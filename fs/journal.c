@@ -31,7 +31,9 @@
  * behalf of every waiter (group commit). New segment files are made durable
  * by an fsync of the directory in the same sync. A failed fdatasync is
  * sticky: the pages it failed to write may be gone, so nothing after it can
- * be promised either (PostgreSQL's "fsyncgate").
+ * be promised either (PostgreSQL's "fsyncgate"). From then on appends fail
+ * with EIO too, so every mutation is refused (the application sees EIO, reads
+ * still work) until a remount replays the journal from what the disk holds.
  */
 #include "fs.h"
 #include "../utils/utils.h"
@@ -90,7 +92,7 @@ struct journal {
 	pthread_mutex_t sync_lock; /* protects sync_running, sticky_err */
 	pthread_cond_t sync_cond;
 	int sync_running;
-	int sticky_err;
+	_Atomic int sticky_err;   /* written under sync_lock; read lock-free by the appender */
 };
 
 static void seg_name(uint64_t first_lsn, char *out, size_t size)
@@ -396,6 +398,8 @@ static int seg_create(struct journal *j, uint64_t first_lsn)
 	v = htole64(XXH3_64bits_withSeed(h, 56, 0));
 	memcpy(h + 56, &v, 8);
 
+	if ((rc = fault_check("journal:segment")) < 0)
+		return rc;
 	/* A leftover file of that name holds nothing valid (its records would
 	 * have been scanned), so it is replaced. */
 	fd = openat(j->dirfd, s.name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -484,6 +488,10 @@ int journal_append(struct journal *j, const struct rec *r)
 		return -EINVAL;
 	if (j->cur_fd < 0)
 		return -EBADF;
+	/* After a failed sync nothing more can be made durable: refuse to log
+	 * (so to make) changes rather than accept ones that no fsync can cover. */
+	if ((rc = atomic_load(&j->sticky_err)) < 0)
+		return rc;
 	if (j->cur_off > SEG_HDR_SIZE && j->cur_off + total > j->segment_bytes) {
 		if ((rc = seg_create(j, r->lsn)) < 0)
 			return rc;
@@ -504,7 +512,13 @@ int journal_append(struct journal *j, const struct rec *r)
 	if (total > hlen + r->data_len)
 		iov[n++] = (struct iovec){ (void *)pad, total - hlen - r->data_len };
 
-	ssize_t w = pwritev(j->cur_fd, iov, n, (off_t)j->cur_off);
+	ssize_t w;
+	if ((rc = fault_check("journal:write")) < 0) {
+		errno = -rc;
+		w = -1;
+	} else {
+		w = pwritev(j->cur_fd, iov, n, (off_t)j->cur_off);
+	}
 	if (w != (ssize_t)total) {
 		/* Retry a short write once from where it stopped, via a flat copy. */
 		rc = w < 0 ? -errno : -EIO;
@@ -589,6 +603,8 @@ int journal_sync(struct journal *j, uint64_t lsn)
 		free(old);
 		if (fd < 0 && !err)
 			err = -errno;
+		if (!err)
+			err = fault_check("journal:fsync");
 		if (!err && fdatasync(fd) < 0)
 			err = -errno;
 		if (fd >= 0)

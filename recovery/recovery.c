@@ -46,6 +46,7 @@ struct replay_ctx {
 	int exact;
 	char *err;
 	size_t errlen;
+	struct progress prog;     /* on the terminal `replfs mount` runs in */
 };
 
 static int replay_one(const struct rec *r, const struct journal_pos *pos, void *arg)
@@ -56,11 +57,13 @@ static int replay_one(const struct rec *r, const struct journal_pos *pos, void *
 
 	if (r->lsn < x->start)
 		return 0;
+	progress_update(&x->prog, r->lsn - x->start + 1);
 	if (x->exact && r->lsn == x->orig_inflight &&
 	    apply_already_done(&x->ac, r, x->orig_aux)) {
 		s->applied_lsn = r->lsn;
 		return 0;
 	}
+	fault_point("recovery:replay");
 	apply_capture(&x->ac, r, s->aux);
 	s->inflight_lsn = r->lsn;
 	rc = apply_record_cached(&x->ac, &x->fdc, r);
@@ -182,6 +185,11 @@ int recovery_run(struct store *st, struct journal *j, int flags, struct recovery
 									   : RECOVERY_PROCESS;
 	} else {
 		x.start = ck.lsn + 1;
+		/* R5: the cache is trusted as of the checkpoint only; a crash before
+		 * the first replayed record must not leave a stale, higher
+		 * applied_lsn for the next mount to trust. */
+		s->applied_lsn = ck.lsn;
+		s->inflight_lsn = 0;
 		rep->mode = ((s->clean || !s->boot_id[0] || (flags & RECOVERY_FULL)) &&
 			     x.start > rep->journal_last_lsn)
 				    ? RECOVERY_CLEAN
@@ -191,7 +199,10 @@ int recovery_run(struct store *st, struct journal *j, int flags, struct recovery
 	staging_clear(st->stagingfd);
 	if (x.start <= rep->journal_last_lsn) {
 		apply_fdcache_init(&x.fdc);
+		progress_begin(&x.prog, "replfs: replaying the journal (records)",
+			       rep->journal_last_lsn - x.start + 1, 0, 2);
 		rc = journal_scan(j, x.start, 0, replay_one, &x, &scan);
+		progress_end(&x.prog);
 		apply_fdcache_clear(&x.fdc);
 		if (rc < 0) {
 			if (!err[0])

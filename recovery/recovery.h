@@ -298,7 +298,8 @@ struct verify_manifest {
 /* Builds the manifest of a snapshot (takes no reference on s: hold one).
  * -ESTALE when the snapshot can no longer be read whole, its failure, or
  * -errno. Reads every file: minutes for a large tree. */
-int verify_manifest_build(struct snapshot *s, struct verify_manifest *m);
+int verify_manifest_build(struct snapshot *s, struct verify_manifest *m,
+			  void (*progress)(void *arg, uint64_t bytes), void *progress_arg);
 
 /* The same from the plaintext item stream in pieces of any size (tests, or
  * a stream from elsewhere). feed and finish return -EBADMSG on a malformed

@@ -615,7 +615,8 @@ bad:
 	return b->err = -EBADMSG;
 }
 
-int verify_manifest_build(struct snapshot *s, struct verify_manifest *m)
+int verify_manifest_build(struct snapshot *s, struct verify_manifest *m,
+			  void (*progress)(void *arg, uint64_t bytes), void *progress_arg)
 {
 	struct snapshot_reader *r = NULL;
 	struct verify_builder *b = NULL;
@@ -627,9 +628,12 @@ int verify_manifest_build(struct snapshot *s, struct verify_manifest *m)
 		return -ENOMEM;
 	if ((rc = verify_builder_new(&b)) < 0 || (rc = snapshot_reader_open_plain(s, &r)) < 0)
 		goto out;
-	while ((n = snapshot_reader_read(r, buf, READ_CHUNK)) > 0)
+	while ((n = snapshot_reader_read(r, buf, READ_CHUNK)) > 0) {
 		if ((rc = verify_builder_feed(b, buf, (size_t)n)) < 0)
 			goto out;
+		if (progress)
+			progress(progress_arg, (uint64_t)n);
+	}
 	rc = n < 0 ? (int)n : verify_builder_finish(b, m);
 out:
 	if (rc < 0)

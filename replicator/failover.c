@@ -1251,8 +1251,11 @@ int repl_verify_main(int argc, char **argv)
 		log_error("verify needs a MOUNTPOINT (see replfs verify --help)");
 		return 2;
 	}
-	if (control_command(mnt, "/verify", json_pack("{s:b}", "repair", repair), 24 * 3600,
-			    "verify", &a) != 0) {
+	struct repl_watch *w = repl_watch_start(mnt, "verify:");
+	int vrc = control_command(mnt, "/verify", json_pack("{s:b}", "repair", repair), 24 * 3600,
+				  "verify", &a);
+	repl_watch_stop(w);
+	if (vrc != 0) {
 		json_decref(a);
 		return 2;
 	}

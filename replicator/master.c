@@ -417,6 +417,10 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 	h.first_lsn = from;
 	h.master_time_ns = time_now_ns();
 	repl_batch_head_put(buf + REPL_ENV_HEAD, &h);
+	if (h.nrec && fault_check("repl:send") < 0) {
+		free(buf);
+		return MHD_NO; /* the batch is lost with the connection */
+	}
 	if (h.nrec) {
 		pthread_mutex_lock(&s->lock);
 		sl->sent_lsn = from + h.nrec - 1;
@@ -432,6 +436,7 @@ struct snap_send {
 	struct snapshot_reader *rd;
 	int slot;
 	int done;
+	int task;
 };
 
 static ssize_t snap_send_read(void *cls, uint64_t pos, char *buf, size_t max)
@@ -440,7 +445,9 @@ static ssize_t snap_send_read(void *cls, uint64_t pos, char *buf, size_t max)
 	ssize_t n;
 
 	(void)pos;
-	n = snapshot_reader_read(ss->rd, (uint8_t *)buf, max);
+	n = fault_check("snapshot:send");
+	if (n == 0)
+		n = snapshot_reader_read(ss->rd, (uint8_t *)buf, max);
 	/* A slave receiving a snapshot is alive though it fetches nothing. */
 	pthread_mutex_lock(&ss->r->state.lock);
 	ss->r->state.slaves[ss->slot].seen_mono_ns = time_mono_ns();
@@ -453,6 +460,7 @@ static ssize_t snap_send_read(void *cls, uint64_t pos, char *buf, size_t max)
 		log_error("snapshot transfer failed: %s", strerror((int)-n));
 		return MHD_CONTENT_READER_END_WITH_ERROR;
 	}
+	repl_task_add(ss->r, ss->task, (uint64_t)n);
 	return n;
 }
 
@@ -462,6 +470,7 @@ static void snap_send_free(void *cls)
 	struct replicator *r = ss->r;
 
 	snapshot_reader_close(ss->rd);
+	repl_task_end(r, ss->task);
 	pthread_mutex_lock(&r->state.lock);
 	r->state.slaves[ss->slot].in_snapshot = 0;
 	r->state.slaves[ss->slot].seen_mono_ns = time_mono_ns();
@@ -482,6 +491,9 @@ static enum MHD_Result on_snapshot(struct replicator *r, struct MHD_Connection *
 				   const struct repl_env *e, struct repl_slave *sl)
 {
 	struct snap_send *ss = calloc(1, sizeof(*ss));
+
+	if (ss)
+		ss->task = -1;
 	uint8_t bind[REPL_ID_BYTES + 8];
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
@@ -511,6 +523,8 @@ static enum MHD_Result on_snapshot(struct replicator *r, struct MHD_Connection *
 	memcpy(bind + REPL_ID_BYTES, &c, 8);
 	ss->r = r;
 	ss->slot = (int)(sl - r->state.slaves);
+	ss->task = repl_task_begin(r, snapshot_bytes(r->snap), "snapshot send to %s",
+				   sl->url[0] ? sl->url : sl->addr);
 	pthread_mutex_lock(&r->state.lock);
 	sl->in_snapshot = 1;
 	sl->snap_lsn = snapshot_lsn(r->snap);

@@ -30,6 +30,8 @@ struct repl_peer {
 	char url[128];
 };
 
+#define REPL_TASKS 8
+
 struct replicator {
 	struct repl_options o;
 	struct repl_node node;
@@ -93,7 +95,26 @@ struct replicator {
 	/* slave */
 	struct repl_follower *follower;
 	_Atomic uint64_t snapshots_received;
+
+	/* Long work under way (snapshot transfers, verify hashing), for status
+	 * "tasks" and the progress lines of `replfs status --watch` and
+	 * `replfs verify`. */
+	pthread_mutex_t task_lock;
+	struct repl_task {
+		char what[96];
+		uint64_t done, total, start_ns; /* total 0: unknown */
+		int used;
+	} tasks[REPL_TASKS];
 };
+
+/* replicator.c: tasks. begin returns a slot (-1 when all are taken: the
+ * work goes on unreported); add/end accept -1. */
+int repl_task_begin(struct replicator *r, uint64_t total, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void repl_task_add(struct replicator *r, int id, uint64_t bytes);
+void repl_task_end(struct replicator *r, int id);
+/* A JSON array of the tasks (status.c). */
+void *repl_tasks_json(struct replicator *r);
 
 /* master.c */
 int repl_master_start(struct replicator *r, char *err, size_t errlen);

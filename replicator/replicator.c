@@ -5,6 +5,7 @@
 #include "../utils/utils.h"
 
 #include <curl/curl.h>
+#include <stdarg.h>
 #include <sodium.h>
 #include <errno.h>
 #include <stdio.h>
@@ -57,6 +58,7 @@ int repl_start(const struct repl_options *o, const struct repl_node *node,
 	r->node = *node;
 	r->ctl_fd = -1;
 	r->is_slave = o->master_url[0] != '\0';
+	pthread_mutex_init(&r->task_lock, NULL);
 	repl_state_init(&r->state, o->sync_count, o->sync_timeout_ms, GONE_MS);
 	r->state.last_lsn = journal_appended_lsn(node->journal);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
@@ -165,4 +167,42 @@ int repl_slave_needs(void *arg, struct retention_slave *out, int max, uint64_t *
 	}
 	pthread_mutex_unlock(&s->lock);
 	return n;
+}
+
+int repl_task_begin(struct replicator *r, uint64_t total, const char *fmt, ...)
+{
+	va_list ap;
+	int id = -1;
+
+	pthread_mutex_lock(&r->task_lock);
+	for (int i = 0; i < REPL_TASKS && id < 0; i++) {
+		if (r->tasks[i].used)
+			continue;
+		id = i;
+		r->tasks[i] = (struct repl_task){ .total = total, .start_ns = time_mono_ns(),
+						  .used = 1 };
+		va_start(ap, fmt);
+		vsnprintf(r->tasks[i].what, sizeof(r->tasks[i].what), fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&r->task_lock);
+	return id;
+}
+
+void repl_task_add(struct replicator *r, int id, uint64_t bytes)
+{
+	if (id < 0)
+		return;
+	pthread_mutex_lock(&r->task_lock);
+	r->tasks[id].done += bytes;
+	pthread_mutex_unlock(&r->task_lock);
+}
+
+void repl_task_end(struct replicator *r, int id)
+{
+	if (id < 0)
+		return;
+	pthread_mutex_lock(&r->task_lock);
+	r->tasks[id].used = 0;
+	pthread_mutex_unlock(&r->task_lock);
 }

@@ -256,6 +256,10 @@ int repl_status_main(int argc, char **argv);
  * or POST of post_body); *out is the malloc'd answer. Logs why it failed. */
 int repl_control_call(const char *mnt, const char *path, const char *post_body,
 		      long timeout_s, char **out, long *code);
+/* Progress of the daemon's first task named prefix..., drawn on stderr
+ * while a command waits, if stderr is a terminal (NULL otherwise). */
+struct repl_watch *repl_watch_start(const char *mnt, const char *prefix);
+void repl_watch_stop(struct repl_watch *w);
 /* failover.c: `replfs promote MNT [--force]`, `replfs switchover MNT URL`,
  * `replfs verify MNT [--repair] [--json]` */
 int repl_promote_main(int argc, char **argv);

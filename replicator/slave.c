@@ -78,6 +78,8 @@ struct http_buf {
 	/* a snapshot streams into the installer instead */
 	struct snapshot_install *install;
 	int install_rc;
+	struct replicator *task_r;   /* progress of the install, for status */
+	int task;
 };
 
 static void set_state(struct repl_follower *f, const char *state, const char *fmt, ...)
@@ -112,11 +114,15 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
 	size_t len = size * n;
 
 	if (b->install) {
-		int rc = snapshot_install_write(b->install, p, len);
+		int rc = fault_check("snapshot:recv");
+		if (rc == 0)
+			rc = snapshot_install_write(b->install, p, len);
 		if (rc < 0) {
 			b->install_rc = rc;
 			return 0;
 		}
+		if (b->task_r)
+			repl_task_add(b->task_r, b->task, len);
 		return len;
 	}
 	if (b->len + len > b->max)
@@ -578,12 +584,17 @@ static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *r
 	}
 	resp->install = in;
 	resp->install_rc = 0;
+	resp->task_r = r;
+	resp->task = repl_task_begin(r, 0, "snapshot receive from %.*s",
+				     (int)(strlen(f->url) - strlen(REPL_PATH)), f->url);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
 	rc = exchange(f, c, REPL_MSG_SNAPSHOT, NULL, 0, resp, &re, &plain, &plen, err,
 		      sizeof(err));
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 0L);
 	resp->install = NULL;
+	repl_task_end(r, resp->task);
+	resp->task_r = NULL;
 	if (rc == 0 && strncmp(resp->ctype, "application/x-replfs-snapshot", 29) != 0) {
 		snprintf(err, sizeof(err), "the master did not send a snapshot");
 		rc = -EPROTO;
@@ -850,7 +861,10 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 	struct commit *cm = r->node.commit;
 	size_t pos = 0;
 	uint64_t last = 0, prev_epoch = 0;
+	int frc = fault_check("repl:recv");
 
+	if (frc < 0)
+		return frc; /* as if the batch had been lost: fetched again */
 	for (uint32_t i = 0; i < b->h.nrec; i++) {
 		struct rec rec;
 		ssize_t n = rec_decode(b->recs + pos, b->len - pos, b->h.salt, &rec);
@@ -914,6 +928,7 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 			log_error("cannot make the journal durable: %s", strerror(-rc));
 			return -EIO;
 		}
+		fault_point("repl:applied");
 		pthread_mutex_lock(&f->lock);
 		f->durable = last;
 		f->batch_time_ns = b->h.master_time_ns;

@@ -15,7 +15,9 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 enum MHD_Result repl_serve_text(struct MHD_Connection *conn, unsigned code, const char *type,
@@ -91,6 +93,28 @@ static json_t *recovery_list(struct replicator *r)
 	return a;
 }
 
+void *repl_tasks_json(struct replicator *r)
+{
+	json_t *a = json_array();
+	uint64_t now = time_mono_ns();
+
+	pthread_mutex_lock(&r->task_lock);
+	for (int i = 0; i < REPL_TASKS; i++) {
+		struct repl_task *t = &r->tasks[i];
+		if (!t->used)
+			continue;
+		uint64_t ns = now - t->start_ns;
+		json_array_append_new(
+			a, json_pack("{s:s, s:I, s:I, s:I, s:I}", "what", t->what, "done_bytes",
+				     (json_int_t)t->done, "total_bytes", (json_int_t)t->total,
+				     "elapsed_ms", (json_int_t)(ns / 1000000), "rate_bps",
+				     (json_int_t)(ns > 50000000 ? (double)t->done * 1e9 / (double)ns
+								: 0)));
+	}
+	pthread_mutex_unlock(&r->task_lock);
+	return a;
+}
+
 char *repl_status_json(struct replicator *r)
 {
 	struct repl_state *s = &r->state;
@@ -128,6 +152,7 @@ char *repl_status_json(struct replicator *r)
 		json_object_set_new(o, "deposed", json_null());
 	pthread_mutex_unlock(&s->lock);
 	json_object_set_new(o, "recovery", recovery_list(r));
+	json_object_set_new(o, "tasks", repl_tasks_json(r));
 	json_object_set_new(o, "snapshots_received",
 			    json_integer((json_int_t)atomic_load(&r->snapshots_received)));
 	pthread_mutex_lock(&s->lock);
@@ -468,6 +493,13 @@ static void print_human(json_t *o)
 	       ji(o, "snapshots_sent"), ji(o, "snapshots_received"));
 	json_t *rec = json_object_get(o, "recovery"), *e;
 	size_t k;
+	json_array_foreach(json_object_get(o, "tasks"), k, e) {
+		char line[256];
+		progress_format(js(e, "what"), (uint64_t)ji(e, "done_bytes"),
+				(uint64_t)ji(e, "total_bytes"), (uint64_t)ji(e, "elapsed_ms") * 1000000,
+				1, line, sizeof(line));
+		printf("working   %s\n", line);
+	}
 	json_array_foreach(rec, k, e)
 		printf("recovery  %s: %" JSON_INTEGER_FORMAT " record(s) after LSN %" JSON_INTEGER_FORMAT
 		       " never reached the master; %" JSON_INTEGER_FORMAT " file(s) kept (see REPORT)\n",
@@ -524,18 +556,111 @@ int repl_control_call(const char *mnt, const char *path, const char *post_body,
 	return 0;
 }
 
+struct repl_watch {
+	pthread_t t;
+	char mnt[PATH_MAX];
+	const char *prefix;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int stop, drawn;
+};
+
+/* The daemon's first task whose name starts with prefix, on stderr. */
+static void *watch_main(void *arg)
+{
+	struct repl_watch *w = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&w->lock);
+	while (!w->stop) {
+		time_deadline(&ts, CLOCK_MONOTONIC, 500);
+		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+		if (w->stop)
+			break;
+		pthread_mutex_unlock(&w->lock);
+		char *text = NULL;
+		long code = 0;
+		int rc = repl_control_call(w->mnt, "/status", NULL, 5, &text, &code);
+		json_t *o = rc == 0 ? json_loads(text, 0, NULL) : NULL, *t;
+		size_t i;
+		free(text);
+		json_array_foreach(json_object_get(o, "tasks"), i, t) {
+			if (strncmp(js(t, "what"), w->prefix, strlen(w->prefix)))
+				continue;
+			char line[256];
+			progress_format(js(t, "what"), (uint64_t)ji(t, "done_bytes"),
+					(uint64_t)ji(t, "total_bytes"),
+					(uint64_t)ji(t, "elapsed_ms") * 1000000, 1, line, sizeof(line));
+			pthread_mutex_lock(&w->lock);
+			if (!w->stop) {
+				fprintf(stderr, "\r%s\033[K", line);
+				w->drawn = 1;
+			}
+			pthread_mutex_unlock(&w->lock);
+			break;
+		}
+		json_decref(o);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+struct repl_watch *repl_watch_start(const char *mnt, const char *prefix)
+{
+	struct repl_watch *w;
+
+	if (!isatty(2) || !(w = calloc(1, sizeof(*w))))
+		return NULL;
+	snprintf(w->mnt, sizeof(w->mnt), "%s", mnt);
+	w->prefix = prefix;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&w->t, NULL, watch_main, w) != 0) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+void repl_watch_stop(struct repl_watch *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stop = 1;
+	pthread_cond_signal(&w->cond);
+	if (w->drawn)
+		fputs("\r\033[K", stderr);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->t, NULL);
+	pthread_cond_destroy(&w->cond);
+	pthread_mutex_destroy(&w->lock);
+	free(w);
+}
+
 int repl_status_main(int argc, char **argv)
 {
 	const char *mnt = NULL;
 	struct textbuf b = { 0 };
-	int json = 0;
+	int json = 0, watch = 0;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			json = 1;
+		} else if (!strcmp(argv[i], "--watch") || !strcmp(argv[i], "-w")) {
+			watch = 1;
 		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			puts("usage: replfs status MOUNTPOINT [--json]\n"
-			     "  role, epoch, journal position, each slave's lag, sync/async/degraded");
+			puts("usage: replfs status MOUNTPOINT [--json] [--watch]\n"
+			     "  role, epoch, journal position, each slave's lag, sync/async/degraded,\n"
+			     "  and the progress of long work (snapshot transfers, verify)\n"
+			     "  --json    the same for machines\n"
+			     "  --watch   redraw every second until interrupted\n"
+			     "Exit 0, or 1 when the daemon cannot be asked.");
 			return 0;
 		} else if (argv[i][0] == '-' || mnt) {
 			log_error("status: unexpected argument %s (see replfs status --help)", argv[i]);
@@ -547,6 +672,21 @@ int repl_status_main(int argc, char **argv)
 	if (!mnt) {
 		log_error("status needs a MOUNTPOINT (see replfs status --help)");
 		return 2;
+	}
+	if (watch && json) {
+		log_error("status: --watch draws for a person; --json is for one answer");
+		return 2;
+	}
+	for (; watch; sleep(1)) {
+		int tty = isatty(1);
+		if (tty)
+			fputs("\033[H\033[J", stdout); /* home, clear */
+		char *argv1[] = { argv[0], (char *)mnt, NULL };
+		if (repl_status_main(2, argv1) != 0)
+			return 1;
+		if (!tty)
+			puts("");
+		fflush(stdout);
 	}
 	char *text = NULL;
 	long code = 0;

@@ -42,6 +42,18 @@
 
 /* Freezes this slave's tree if it has applied exactly the verify point.
  * Called by the apply thread between records, and by the VERIFY handler. */
+struct verify_progress {
+	struct replicator *r;
+	int task;
+};
+
+static void verify_progressed(void *arg, uint64_t bytes)
+{
+	struct verify_progress *vp = arg;
+
+	repl_task_add(vp->r, vp->task, bytes);
+}
+
 static void take_verify_snapshot(struct replicator *r, uint64_t lsn)
 {
 	struct snapshot *s = NULL;
@@ -136,7 +148,10 @@ enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection 
 			 ": %s", x, rc == -ESTALE ? "it was already past it" : strerror(-rc));
 		return repl_reply_error(r, conn, e, rc == -ESTALE ? "stale" : "failed", why);
 	}
-	rc = verify_manifest_build(s, &man);
+	struct verify_progress vp = { r, repl_task_begin(r, snapshot_bytes(s),
+							 "verify: hashing this slave's tree") };
+	rc = verify_manifest_build(s, &man, verify_progressed, &vp);
+	repl_task_end(r, vp.task);
 	/* Once hashed, the frozen tree only costs copies: drop it. */
 	pthread_mutex_lock(&r->verify_lock);
 	if (r->verify_snap == s) {
@@ -307,7 +322,10 @@ static int verify_round(struct replicator *r, int repair, json_t *result, uint64
 			jobs[i].t = 0;
 			snprintf(jobs[i].err, sizeof(jobs[i].err), "cannot start a thread");
 		}
-	rc = verify_manifest_build(snap, &mm);
+	struct verify_progress vp = { r, repl_task_begin(r, snapshot_bytes(snap),
+							 "verify: hashing the master's tree") };
+	rc = verify_manifest_build(snap, &mm, verify_progressed, &vp);
+	repl_task_end(r, vp.task);
 	for (int i = 0; i < n; i++)
 		if (jobs[i].t)
 			pthread_join(jobs[i].t, NULL);

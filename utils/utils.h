@@ -42,6 +42,25 @@ int config_parse_bool(const char *v, int *out);
 /* A decimal number in [min, max], nothing else on the line. */
 int config_parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out);
 
+/* ---- progress of long work on a terminal (progress.c) ----------------------- */
+
+struct progress {
+	char what[64];
+	uint64_t total, done;       /* total 0: unknown */
+	int unit_bytes;             /* else a count of items */
+	int fd;                     /* -1: not a terminal, nothing is drawn */
+	int drawn;
+	uint64_t start_ns, last_draw_ns;
+};
+/* Draws on fd only if it is a terminal. */
+void progress_begin(struct progress *p, const char *what, uint64_t total, int unit_bytes,
+		    int fd);
+void progress_update(struct progress *p, uint64_t done);
+void progress_end(struct progress *p);
+/* "what: 412 MiB / 1.0 GiB (40%), 98 MiB/s, ETA 0:06" */
+void progress_format(const char *what, uint64_t done, uint64_t total, uint64_t elapsed_ns,
+		     int unit_bytes, char *buf, size_t size);
+
 /* ---- checked I/O: each returns 0 or -errno; short transfers are retried --- */
 
 int io_write_all(int fd, const void *buf, size_t len);

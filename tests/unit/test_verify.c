@@ -684,7 +684,7 @@ static void manifest_of(struct node *n, struct verify_manifest *m)
 	struct snapshot *s;
 
 	assert_int_equal(snapshot_create(&n->st, &n->c, &s), 0);
-	assert_int_equal(verify_manifest_build(s, m), 0);
+	assert_int_equal(verify_manifest_build(s, m, NULL, NULL), 0);
 	assert_int_equal(m->lsn, n->st.state->applied_lsn);
 	snapshot_put(s);
 }
