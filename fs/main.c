@@ -14,7 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define REPLFS_VERSION "0.1.0"
+#ifndef REPLFS_VERSION
+#define REPLFS_VERSION "unknown"
+#endif
 
 static const char usage[] =
 	"usage: replfs COMMAND [ARGS]\n"

@@ -5,7 +5,9 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential cmake pkg-config git
       libfuse3-dev fuse3 libsodium-dev libxxhash-dev libcmocka-dev
       libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
-      python3 sqlite3 attr acl rsync psmisc util-linux e2fsprogs passwd fio dbench curl)
+      libinih-dev libsystemd-dev
+      python3 sqlite3 attr acl rsync psmisc util-linux e2fsprogs passwd fio dbench curl
+      groff-base mandoc dpkg-dev file systemd clang valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
