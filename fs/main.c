@@ -131,10 +131,24 @@ static int cmd_journal(int argc, char **argv)
 	struct store st;
 	int rc;
 
+	static const char journal_usage[] =
+		"usage: replfs journal dump STORE\n"
+		"         print the journal, one record per line (safe while mounted)\n"
+		"       replfs journal replay STORE DIR\n"
+		"         apply the whole journal (it must start at LSN 1) to the empty DIR\n"
+		"       replfs journal truncate STORE --at SEGMENT:OFFSET\n"
+		"         cut a corrupt journal at SEGMENT:OFFSET (as the mount error names it);\n"
+		"         the cut bytes are kept in STORE/lost+found/. The store must not be mounted.\n";
+
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		fputs(usage, argc < 2 ? stderr : stdout);
+		fputs(journal_usage, argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(journal_usage, stdout);
+			return 0;
+		}
 	if (!strcmp(argv[1], "dump")) {
 		if (argc != 3) {
 			log_error("usage: replfs journal dump STORE");
