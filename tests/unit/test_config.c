@@ -54,6 +54,15 @@ static const char full_conf[] =
 	"[log]\n"
 	"level = debug\n";
 
+static void load_full(struct mount_config *c)
+{
+	char err[512];
+
+	mount_config_defaults(c);
+	assert_int_equal(mount_config_load(c, write_conf("full.conf", full_conf), err,
+					   sizeof(err)), 0);
+}
+
 static void check_full(const struct mount_config *c)
 {
 	assert_string_equal(c->store, "/srv/store");
@@ -86,9 +95,7 @@ static void every_key_from_a_file(void **state)
 	char err[512];
 
 	(void)state;
-	mount_config_defaults(&c);
-	assert_int_equal(mount_config_load(&c, write_conf("full.conf", full_conf), err,
-					   sizeof(err)), 0);
+	load_full(&c);
 	check_full(&c);
 	assert_int_equal(mount_config_check(&c, err, sizeof(err)), 0);
 }
@@ -102,9 +109,7 @@ static void printed_config_reads_back(void **state)
 	FILE *m;
 
 	(void)state;
-	mount_config_defaults(&c);
-	assert_int_equal(mount_config_load(&c, write_conf("full.conf", full_conf), err,
-					   sizeof(err)), 0);
+	load_full(&c);
 	m = open_memstream(&text, &len);
 	mount_config_print(&c, m);
 	fclose(m);
@@ -150,9 +155,7 @@ static void command_line_over_file(void **state)
 	char err[512];
 
 	(void)state;
-	mount_config_defaults(&c);
-	assert_int_equal(mount_config_load(&c, write_conf("full.conf", full_conf), err,
-					   sizeof(err)), 0);
+	load_full(&c);
 	assert_int_equal(mount_config_set(&c, "sync", "off", err, sizeof(err)), 0);
 	assert_int_equal(mount_config_set(&c, "strict", "no", err, sizeof(err)), 0);
 	assert_int_equal(mount_config_set(&c, "checkpoint_s", "99", err, sizeof(err)), 0);
