@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -231,6 +232,10 @@ static int check_mountpoint(const char *mnt)
 	char parent[PATH_MAX + 4];
 	struct stat st, pst;
 
+	/* The dead FUSE mount a crashed daemon leaves behind: cleared, so that a
+	 * restart (systemd's Restart=on-failure, a script) mounts again. */
+	if (stat(mnt, &st) < 0 && errno == ENOTCONN && umount2(mnt, MNT_DETACH) == 0)
+		log_warn("cleared the dead mount a stopped daemon left on %s", mnt);
 	if (stat(mnt, &st) < 0) {
 		if (errno == ENOTCONN)
 			log_error("mountpoint %s is a dead FUSE mount; run `fusermount3 -u %s` first",
@@ -480,7 +485,7 @@ int fs_mount_main(int argc, char **argv)
 	opt_escape(st.path, esc, sizeof(esc));
 	snprintf(fsopt, sizeof(fsopt),
 		 "allow_other,default_permissions,fsname=%s,subtype=replfs%s",
-		 esc, cfg.read_only ? ",ro" : "");
+		 esc, cfg.o.read_only ? ",ro" : "");
 	char *fargv[] = { "replfs", "-o", fsopt, op->debug ? "-d" : NULL, NULL };
 	struct fuse_args args = FUSE_ARGS_INIT(op->debug ? 4 : 3, fargv);
 	f = fuse_new(&args, &fs_operations, sizeof(fs_operations), &fc);

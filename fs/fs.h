@@ -337,6 +337,7 @@ struct fs_options {
 	uint64_t segment_bytes;
 	int keep_journal;
 	int replay_full;
+	int read_only;          /* -o ro: the kernel refuses every write */
 	double attr_timeout, entry_timeout;
 };
 

@@ -71,11 +71,11 @@ static int control_text(char *buf, size_t len)
 	struct fs_ctx *c = ctx();
 
 	if (c->repl)
-		return repl_role_text(c->repl, buf, len);
+		return repl_role_text(c->repl, c->opts->read_only, buf, len);
 	return snprintf(buf, len, "role standalone\nepoch %llu\nlsn %llu\nmaster -\nwritable %s\n",
 			(unsigned long long)c->st->epoch,
 			(unsigned long long)commit_last_lsn(c->commit),
-			atomic_load(&c->readonly) ? "no" : "yes");
+			atomic_load(&c->readonly) || c->opts->read_only ? "no" : "yes");
 }
 
 static int control_getattr(struct stat *st)

@@ -144,11 +144,17 @@ static int cmd_journal(int argc, char **argv)
 		fputs(journal_usage, argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
-	for (int i = 2; i < argc; i++)
+	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			fputs(journal_usage, stdout);
 			return 0;
 		}
+		if (argv[i][0] == '-' && strcmp(argv[i], "--at")) {
+			log_error("journal %s: unknown option %s (see replfs journal --help)", argv[1],
+				  argv[i]);
+			return 2;
+		}
+	}
 	if (!strcmp(argv[1], "dump")) {
 		if (argc != 3) {
 			log_error("usage: replfs journal dump STORE");

@@ -145,7 +145,7 @@ static int set_one(struct mount_config *c, enum setting id, const char *key, con
 		else if (id == S_DEBUG)
 			c->o.debug = b;
 		else if (id == S_READ_ONLY)
-			c->read_only = b;
+			c->o.read_only = b;
 		else if (id == S_KEEP_JOURNAL)
 			c->o.keep_journal = b;
 		else
@@ -289,7 +289,9 @@ static int on_config_key(void *arg, const char *section, const char *key, const 
 
 int mount_config_load(struct mount_config *c, const char *path, char *err, size_t errlen)
 {
-	return config_parse_file(path, on_config_key, c, err, errlen);
+	static const char *const sections[] = { "mount", "journal", "replication", "log", NULL };
+
+	return config_parse_file(path, sections, on_config_key, c, err, errlen);
 }
 
 int mount_config_check(const struct mount_config *c, char *why, size_t whylen)
@@ -321,7 +323,7 @@ static void print_value(const struct mount_config *c, enum setting id, FILE *out
 	case S_MOUNTPOINT: fputs(c->mountpoint, out); break;
 	case S_FOREGROUND: fputs(c->o.foreground ? "yes" : "no", out); break;
 	case S_DEBUG: fputs(c->o.debug ? "yes" : "no", out); break;
-	case S_READ_ONLY: fputs(c->read_only ? "yes" : "no", out); break;
+	case S_READ_ONLY: fputs(c->o.read_only ? "yes" : "no", out); break;
 	case S_ATTR_TIMEOUT: fprintf(out, "%g", c->o.attr_timeout); break;
 	case S_ENTRY_TIMEOUT: fprintf(out, "%g", c->o.entry_timeout); break;
 	case S_SEGMENT_MB: fprintf(out, "%llu", (unsigned long long)(c->o.segment_bytes >> 20)); break;

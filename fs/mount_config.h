@@ -16,7 +16,6 @@ struct mount_config {
 	char store[PATH_MAX], mountpoint[PATH_MAX];
 	char key_path[PATH_MAX];
 	int log_level;     /* enum log_level */
-	int read_only;     /* -o ro: the kernel refuses every write */
 	int timeout_set;   /* sync_timeout given (it goes with sync) */
 };
 

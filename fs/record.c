@@ -23,7 +23,9 @@
  * VALIDITY RULE: a record is valid iff total_len fits in what was read, is a
  * multiple of 8 and equals 120 + the three strings with their NULs + data_len
  * rounded up to 8; the checksum matches; op is known; every string ends at
- * its NUL and path/path2 pass path_check(). The salt ties a record to its
+ * its NUL and path/path2 pass path_check() (a symlink's target is shorter than
+ * PATH_MAX instead), and an xattr name is shorter than 256 bytes: exactly
+ * what rec_encode writes. The salt ties a record to its
  * segment, so bytes left over from an older file never pass as records.
  * A string whose length field is 0xFFFF is absent (NULL).
  *
@@ -166,9 +168,11 @@ ssize_t rec_encode(const struct rec *r, uint64_t salt, uint8_t *head, size_t hea
 	return (ssize_t)hlen;
 }
 
-/* Takes a string from the record; returns its encoded size or -EBADMSG. */
+/* Takes a string from the record; returns its encoded size or -EBADMSG.
+ * kind as for put_str: what rec_encode refuses to write is refused here too,
+ * so every record a node accepts (a slave's batch) it can log again. */
 static ssize_t get_str(const uint8_t *buf, size_t pos, size_t end, uint16_t len,
-		       const char **out, int is_path)
+		       const char **out, int kind)
 {
 	if (len == STR_ABSENT) {
 		*out = NULL;
@@ -178,7 +182,9 @@ static ssize_t get_str(const uint8_t *buf, size_t pos, size_t end, uint16_t len,
 		return -EBADMSG;
 	if (memchr(buf + pos, '\0', len))
 		return -EBADMSG;
-	if (is_path && path_check((const char *)buf + pos, len) < 0)
+	if (kind == 1 && path_check((const char *)buf + pos, len) < 0)
+		return -EBADMSG;
+	if ((kind == 0 && len >= 256) || (kind == 2 && len >= PATH_MAX))
 		return -EBADMSG;
 	*out = (const char *)buf + pos;
 	return (ssize_t)len + 1;
@@ -225,7 +231,8 @@ ssize_t rec_decode(const uint8_t *buf, size_t avail, uint64_t salt, struct rec *
 	if ((n = get_str(buf, pos, total, le_get16(buf + 104), &r->path, 1)) < 0 || !r->path)
 		return -EBADMSG;
 	pos += (size_t)n;
-	if ((n = get_str(buf, pos, total, le_get16(buf + 106), &r->path2, op != REC_SYMLINK)) < 0)
+	if ((n = get_str(buf, pos, total, le_get16(buf + 106), &r->path2,
+			 op == REC_SYMLINK ? 2 : 1)) < 0)
 		return -EBADMSG;
 	pos += (size_t)n;
 	if ((n = get_str(buf, pos, total, le_get16(buf + 108), &r->name, 0)) < 0)

@@ -246,10 +246,11 @@ int repl_slave_needs(void *arg, struct retention_slave *out, int max, uint64_t *
 /* Status (status.c): JSON text (malloc'd) and Prometheus text. */
 char *repl_status_json(struct replicator *r);
 char *repl_metrics_text(struct replicator *r);
-/* The mount's control file (MNT/.replfs): "key value" lines saying the role,
- * epoch, LSN, current master and whether the mount takes writes. Returns
- * snprintf's count. */
-int repl_role_text(struct replicator *r, char *buf, size_t len);
+/* The mount's control file (MNT/.replfs): "key value" lines saying the role
+ * (master, slave, deposed, or standalone for a master without --listen),
+ * epoch, LSN, current master and whether the mount takes writes (never when
+ * mounted_ro: -o ro). Returns snprintf's count. */
+int repl_role_text(struct replicator *r, int mounted_ro, char *buf, size_t len);
 /* `replfs status MNT [--json]` */
 int repl_status_main(int argc, char **argv);
 /* A request to the daemon of mountpoint mnt over its control socket (GET,

@@ -204,9 +204,11 @@ char *repl_status_json(struct replicator *r)
 	return text;
 }
 
-int repl_role_text(struct replicator *r, char *buf, size_t len)
+int repl_role_text(struct replicator *r, int mounted_ro, char *buf, size_t len)
 {
-	const char *role = r->is_slave ? "slave" : r->deposed ? "deposed" : "master";
+	/* A master no slave can reach (no --listen) replicates nothing. */
+	const char *role = r->is_slave ? "slave" : r->deposed ? "deposed"
+				       : r->o.listen_host[0] ? "master" : "standalone";
 	char master[256] = "-", follow[96] = "";
 
 	if (r->is_slave) {
@@ -223,7 +225,7 @@ int repl_role_text(struct replicator *r, char *buf, size_t len)
 	return snprintf(buf, len,
 			"role %s\nepoch %" PRIu64 "\nlsn %" PRIu64 "\nmaster %s\nwritable %s\n%s",
 			role, r->node.st->epoch, commit_last_lsn(r->node.commit), master,
-			!r->is_slave && !r->deposed ? "yes" : "no", follow);
+			!r->is_slave && !r->deposed && !mounted_ro ? "yes" : "no", follow);
 }
 
 struct textbuf {

@@ -7,7 +7,7 @@ pkgs=(build-essential cmake pkg-config git
       libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev
       libinih-dev libsystemd-dev
       python3 sqlite3 attr acl rsync psmisc util-linux e2fsprogs passwd fio dbench curl
-      groff-base mandoc dpkg-dev file systemd clang valgrind)
+      groff-base man-db mandoc dpkg-dev file systemd clang valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -21,6 +21,9 @@
 struct config_run {
 	config_handler_fn fn;
 	void *arg;
+	const char *const *sections;
+	FILE *f;
+	int line, header_error_line;
 	char why[512];
 	char (*seen)[160];
 	size_t nseen, capseen;
@@ -67,21 +70,46 @@ static int on_ini_line(void *user, const char *section, const char *key, const c
 	return 1;
 }
 
-int config_parse_file(const char *path, config_handler_fn fn, void *arg, char *err,
-		      size_t errlen)
+/* inih's line reader, so that section headers are checked too: inih only
+ * calls the handler for keys, and an unknown section with no keys (a typo
+ * in a header) would pass silently. */
+static char *read_ini_line(char *buf, int size, void *stream)
 {
-	struct config_run c = { .fn = fn, .arg = arg };
-	FILE *f = fopen(path, "re");
+	struct config_run *c = stream;
+	char name[128];
+
+	if (c->header_error_line || !fgets(buf, size, c->f))
+		return NULL;
+	c->line++;
+	const char *p = buf + strspn(buf, " \t");
+	if (*p != '[' || !c->sections || sscanf(p, "[%127[^]]]", name) != 1)
+		return buf;
+	for (const char *const *s = c->sections; *s; s++)
+		if (!strcmp(*s, name))
+			return buf;
+	snprintf(c->why, sizeof(c->why), "unknown section [%s]", name);
+	c->header_error_line = c->line;
+	return NULL;
+}
+
+int config_parse_file(const char *path, const char *const *sections, config_handler_fn fn,
+		      void *arg, char *err, size_t errlen)
+{
+	struct config_run c = { .fn = fn, .arg = arg, .sections = sections };
 	int line;
 
-	if (!f) {
+	if (!(c.f = fopen(path, "re"))) {
 		int e = errno;
 		snprintf(err, errlen, "cannot read %s: %s", path, strerror(e));
 		return -e;
 	}
-	line = ini_parse_file(f, on_ini_line, &c);
-	fclose(f);
+	line = ini_parse_stream(read_ini_line, &c, on_ini_line, &c);
+	fclose(c.f);
 	free(c.seen);
+	if (line == 0 && c.header_error_line) {
+		line = c.header_error_line;
+		c.failed = 1;
+	}
 	if (line == 0)
 		return 0;
 	if (line < 0) {

@@ -34,9 +34,10 @@ void log_mirror_fd(int fd);
 typedef int (*config_handler_fn)(void *arg, const char *section, const char *key,
 				 const char *value, char *why, size_t whylen);
 /* Parses path; a bad line stops it with "PATH:LINE: reason" in err. A key
- * given twice in one section is an error. Returns 0 or a negative errno. */
-int config_parse_file(const char *path, config_handler_fn fn, void *arg, char *err,
-		      size_t errlen);
+ * given twice in one section is an error, and so is a section header not in
+ * sections (NULL-terminated; NULL: any). Returns 0 or a negative errno. */
+int config_parse_file(const char *path, const char *const *sections, config_handler_fn fn,
+		      void *arg, char *err, size_t errlen);
 /* yes/no/true/false/on/off/1/0 (any case); NULL (a bare flag) is yes. */
 int config_parse_bool(const char *v, int *out);
 /* A decimal number in [min, max], nothing else on the line. */

@@ -69,7 +69,7 @@ static void check_full(const struct mount_config *c)
 	assert_string_equal(c->mountpoint, "/mnt/x");
 	assert_int_equal(c->o.foreground, 1);
 	assert_int_equal(c->o.debug, 0);
-	assert_int_equal(c->read_only, 1);
+	assert_int_equal(c->o.read_only, 1);
 	assert_true(c->o.attr_timeout == 2.5);
 	assert_true(c->o.entry_timeout == 0);
 	assert_int_equal(c->o.segment_bytes, 8ull << 20);
@@ -186,7 +186,8 @@ static void bad_files(void **state)
 	(void)state;
 	expect_file_error("[mount]\nstore = /s\n\n[replication]\nbogus = 1\n",
 			  "bad.conf:5: unknown key 'bogus' in [replication]");
-	expect_file_error("# c\n[nosuch]\nx = 1\n", "bad.conf:3: unknown section [nosuch]");
+	expect_file_error("# c\n[nosuch]\nx = 1\n", "bad.conf:2: unknown section [nosuch]");
+	expect_file_error("[mount]\nstore = /s\n[nosuch]\n", "bad.conf:3: unknown section [nosuch]");
 	expect_file_error("listen = :1\n", "bad.conf:1: 'listen' is outside any section");
 	expect_file_error("[journal]\nsegment_mb = 8\nsegment_mb = 9\n",
 			  "bad.conf:3: 'segment_mb' is given twice in [journal]");
