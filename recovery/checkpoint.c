@@ -53,7 +53,8 @@ int checkpoint_now(struct store *st, struct journal *j, struct commit *c,
 		return rc;
 	if (need_syncfs && syncfs(st->datafd) < 0)
 		return -errno;
-	if ((rc = store_checkpoint_write(st, &ck)) < 0)
+	if ((rc = fault_check("checkpoint:write")) < 0 ||
+	    (rc = store_checkpoint_write(st, &ck)) < 0)
 		return rc;
 	ri.checkpoint_lsn = ck.lsn;
 	ri.keep_all = o->keep_journal;

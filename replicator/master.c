@@ -654,17 +654,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (strcmp(method, "POST") != 0)
 		return repl_serve_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
 				       strdup("POST a sealed message\n"));
-	switch (gather_body(con_cls, upload_data, upload_size, REPL_REQ_MAX)) {
-	case 0:
-		return MHD_YES;
-	case -ENOMEM:
-		return MHD_NO;
+	/* An announced body over the cap is refused before any of it is read. */
+	const char *clen = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+							 MHD_HTTP_HEADER_CONTENT_LENGTH);
+	int too_big = !b && clen && strtoull(clen, NULL, 10) > REPL_REQ_MAX;
+	if (!too_big) {
+		switch (gather_body(con_cls, upload_data, upload_size, REPL_REQ_MAX)) {
+		case 0:
+			b = *con_cls;
+			if (!b->too_big)
+				return MHD_YES;
+			break; /* refused now rather than after reading the rest */
+		case -ENOMEM:
+			return MHD_NO;
+		}
+		b = *con_cls;
+		too_big = b->too_big;
 	}
-	b = *con_cls;
-	if (b->too_big) {
+	if (too_big) {
 		char peer[96];
 		peer_name(conn, peer, sizeof(peer));
 		log_warn("refused an oversized request from %s", peer);
+		/* Mid-body (a chunked stream over the cap) no response can be
+		 * queued any more: MHD_NO closes the connection. */
 		return repl_serve_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "text/plain",
 				       strdup("request too large\n"));
 	}

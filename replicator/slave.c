@@ -30,6 +30,12 @@
 
 #define REPL_QUEUE_BYTES (64u << 20)
 #define POLL_MS 1000
+/* An answer that stops coming (a partition that swallows packets, a lost
+ * response on a connection that stays open) is given up after this many
+ * seconds without a byte, whatever the request's own timeout: well within
+ * the master's default sync timeout (10 s), so a lost answer does not cost a
+ * degrade. A long poll is silent for POLL_MS only. */
+#define STALL_S 5L
 #define RESP_MAX (REC_MAX_SIZE + REPL_BATCH_BYTES + 4096)
 
 struct batch {
@@ -190,6 +196,8 @@ static CURL *http_new(struct repl_follower *f, struct curl_slist **hdrs)
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_S);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -255,6 +263,14 @@ static int exchange(struct repl_follower *f, CURL *c, uint8_t type, const char *
 		/* The body is one line of text, not NUL-terminated. */
 		const char *nl = resp->data ? memchr(resp->data, '\n', resp->len) : NULL;
 		int n = resp->data ? (int)(nl ? (size_t)(nl - (char *)resp->data) : resp->len) : 0;
+		/* libcurl resends a request whose connection broke before the
+		 * answer; the master has seen that counter: a new session, not a
+		 * key problem. */
+		if (n >= 9 && resp->data && memmem(resp->data, (size_t)n, "replayed", 8)) {
+			snprintf(err, errlen, "the connection broke mid-request; opening a new "
+					      "session");
+			return -EALREADY;
+		}
 		snprintf(err, errlen, "the master refused us (%.*s): is this the cluster's key?",
 			 n > 200 ? 200 : n, resp->data ? (char *)resp->data : "");
 		return -EACCES;
@@ -587,11 +603,11 @@ static int install_snapshot(struct repl_follower *f, CURL *c, struct http_buf *r
 	resp->task_r = r;
 	resp->task = repl_task_begin(r, 0, "snapshot receive from %.*s",
 				     (int)(strlen(f->url) - strlen(REPL_PATH)), f->url);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	/* The master may take a while to freeze its tree before the first byte. */
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
 	rc = exchange(f, c, REPL_MSG_SNAPSHOT, NULL, 0, resp, &re, &plain, &plen, err,
 		      sizeof(err));
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 0L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STALL_S);
 	resp->install = NULL;
 	repl_task_end(r, resp->task);
 	resp->task_r = NULL;
@@ -706,6 +722,7 @@ static void *fetch_main(void *arg)
 	CURL *c = http_new(f, &hdrs);
 	uint64_t next = commit_last_lsn(r->node.commit) + 1;
 	unsigned backoff_ms = 100;
+	int resent = 0; /* a resend refused as a replay was retried at once */
 
 	while (c) {
 		struct repl_env re;
@@ -766,6 +783,11 @@ static void *fetch_main(void *arg)
 			pthread_mutex_lock(&f->lock);
 			f->have_session = 0;
 			pthread_mutex_unlock(&f->lock);
+			if (rc == -EALREADY && !resent) {
+				log_info("master %s: %s", f->url, err);
+				resent = 1;
+				continue; /* at once: nothing is wrong with the master */
+			}
 			set_state(f, rc == -EACCES || rc == -EBADMSG || rc == -ESTALE ? "refused"
 											  : "connecting",
 				  "%s", err);
@@ -813,6 +835,7 @@ static void *fetch_main(void *arg)
 			continue;
 		}
 		backoff_ms = 100;
+		resent = 0;
 		pthread_mutex_lock(&f->lock);
 		f->master_lsn = h.master_lsn;
 		f->master_epoch = h.master_epoch;
