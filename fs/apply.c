@@ -27,6 +27,7 @@
 #include <linux/falloc.h>
 #include <linux/openat2.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -37,15 +38,69 @@
 #define RESOLVE_STRICT (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | \
 			RESOLVE_NO_XDEV)
 
+/* Where openat2 is missing (kernels before 5.6, valgrind before 3.20) the
+ * same resolution, one component at a time: record paths are relative and
+ * have no "." or ".." (path_check), so refusing a symlink or another
+ * filesystem at every step is what RESOLVE_STRICT does. */
+static int open_beneath_by_steps(int datafd, const char *path, int flags)
+{
+	char comp[NAME_MAX + 1];
+	struct stat top, st;
+	int dir = datafd, fd;
+
+	if (fstat(datafd, &top) < 0)
+		return -errno;
+	for (;;) {
+		const char *slash = strchr(path, '/');
+		size_t n = slash ? (size_t)(slash - path) : strlen(path);
+		if (n > NAME_MAX) {
+			fd = -ENAMETOOLONG;
+			break;
+		}
+		memcpy(comp, path, n);
+		comp[n] = '\0';
+		fd = openat(dir, comp, slash ? O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+					     : flags | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			fd = -errno;
+			break;
+		}
+		if (fstat(fd, &st) < 0 || st.st_dev != top.st_dev) {
+			close(fd);
+			fd = -EXDEV;
+			break;
+		}
+		if (!slash)
+			break;
+		if (dir != datafd)
+			close(dir);
+		dir = fd;
+		path = slash + 1;
+	}
+	if (dir != datafd)
+		close(dir);
+	return fd;
+}
+
 int apply_open_beneath(const struct apply_ctx *ac, const char *path, int flags)
 {
+	static _Atomic int no_openat2;
 	struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC), .resolve = RESOLVE_STRICT };
 	long fd;
 
 	if (!*path)
 		path = ".";
-	fd = syscall(SYS_openat2, ac->datafd, path, &how, sizeof(how));
-	return fd < 0 ? -errno : (int)fd;
+	if (!atomic_load_explicit(&no_openat2, memory_order_relaxed)) {
+		fd = syscall(SYS_openat2, ac->datafd, path, &how, sizeof(how));
+		if (fd >= 0 || errno != ENOSYS)
+			return fd < 0 ? -errno : (int)fd;
+		atomic_store(&no_openat2, 1);
+	}
+	if (!strcmp(path, ".")) {
+		int d = openat(ac->datafd, ".", flags | O_CLOEXEC);
+		return d < 0 ? -errno : d;
+	}
+	return open_beneath_by_steps(ac->datafd, path, flags);
 }
 
 /* The parent directory of path, opened for *at() calls; *name gets the last

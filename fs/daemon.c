@@ -424,8 +424,12 @@ int fs_mount_main(int argc, char **argv)
 		}
 		cfg.ro.have_key = 1;
 	}
+	/* Names and sizes change under a slave's readers: the kernel asks each
+	 * time (under the apply lock) rather than trusting what it cached, or a
+	 * file renamed over another would show the new data at the old size
+	 * until the invalidation that follows the apply arrives. */
 	if (is_slave)
-		op->entry_timeout = 0; /* names change under a slave's readers */
+		op->entry_timeout = op->attr_timeout = 0;
 
 	if (access("/dev/fuse", R_OK | W_OK) < 0) {
 		log_error("/dev/fuse is not available (%s): load the fuse module or run where FUSE "

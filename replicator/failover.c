@@ -239,7 +239,9 @@ void repl_peers_set(struct replicator *r, void *json)
 {
 	json_t *a = json, *e;
 	size_t i;
-	struct repl_peer np[REPL_PEERS_MAX];
+	/* Zeroed: the change test below compares whole entries, bytes after
+	 * each URL's NUL included. */
+	struct repl_peer np[REPL_PEERS_MAX] = { 0 };
 	int n = 0, changed;
 
 	if (!json_is_array(a))

@@ -6,6 +6,9 @@
 #   E2E_KEEP=1        keep the work directory (for debugging; mounts are still undone)
 #   E2E_TMPDIR        where the work directory is made (default /tmp; should be ext4,
 #                     the reference filesystem every comparison is made against)
+#   REPLFS_VALGRIND=1 every daemon (try_mount here, cluster.sh, failover.sh) runs under
+#                     valgrind; logs in $WORK/valgrind or $REPLFS_VALGRIND_DIR (tl_vg in
+#                     ../lib/mounts.sh)
 #
 # Functions:
 #   e2e_setup                 work dir $WORK (mktemp -d), EXIT trap, watchdog, checks
@@ -150,7 +153,8 @@ try_mount() {
     local s="$1" m="$2"; shift 2
     mkdir -p "$m"
     MOUNT_ERR="$WORK/mount.$(date +%s%N).err"
-    timeout 60 "$REPLFS" mount "$s" "$m" "$@" > "$MOUNT_ERR.out" 2> "$MOUNT_ERR" < /dev/null
+    tl_vg "$WORK/valgrind"   # REPLFS_VALGRIND=1: the daemon under valgrind (mounts.sh)
+    timeout 60 "${TL_VG[@]}" "$REPLFS" mount "$s" "$m" "$@" > "$MOUNT_ERR.out" 2> "$MOUNT_ERR" < /dev/null
     local rc=$?
     [ $rc -ne 0 ] && return $rc
     E2E_MOUNTS+=("$m")

@@ -48,8 +48,23 @@
 #                                    (installed in the EXIT trap by cluster_init unless
 #                                    CL_NO_TRAP=1)
 #
+# Network faults, off unless CL_PROXY=1 (tests/lib/faultproxy.py; test_netfault.sh):
+#   every node gets its own fault proxy in front of its --listen port, started when the
+#   node is first set up and kept for the cluster's life (its port stays valid across
+#   restarts). CL_URL[I] is then the proxy's URL: the node is mounted with --advertise
+#   CL_URL[I] and slaves with --slave-of CL_URL[0], so every replication request (fetch,
+#   ack, probe, announce, verify) crosses the proxy of the node it is sent to, also after
+#   a slave looks for its master among the peers it learnt. cluster_metrics and status
+#   still reach the node directly. Partition node I: proxy_set I cut (its inbound links);
+#   one slave only: proxy_set 0 "cut from=ID" (ID = its status node_id) as well.
+#   proxy_set I RULE[; RULE...]      replace the rules of node I's proxy ("pass" heals)
+#   proxy_stats I [EXPR]             its stats as JSON, or one field (e.g. counts.cut)
+#   proxy_mark I TEXT                write TEXT into the proxy's log (CL_PLOG[I])
 # Variables per node I: CL_STORE[I] CL_MNT[I] CL_PORT[I] CL_LOG[I] CL_PID[I] CL_URL[I]
-# Tunables: CL_START_TIMEOUT (s, default 30), CL_LOG_TAIL (lines, default 25),
+#   (CL_PROXY=1: CL_PPORT[I] proxy port, CL_PCTL[I] its control port, CL_PLOG[I] its log)
+# Tunables: CL_START_TIMEOUT (s, default 30; 180 under valgrind), CL_LOG_TAIL (lines, default 25),
+#           REPLFS_VALGRIND=1 (every daemon under valgrind, logs clusterK/nI/vg.PID.log or
+#           $REPLFS_VALGRIND_DIR; see tl_vg in mounts.sh),
 #           CL_DAEMONIZE=1 (start without -f, as a user would: checks that mount returns
 #           only once the mount is usable; logs then go to syslog), CL_KEEP=1
 # Process/mount primitives come from tests/lib/mounts.sh (tl_*; cl_* are aliases).
@@ -61,8 +76,11 @@ CL_DIR=""
 CL_KEY=""
 CL_SEQ=0
 CL_START_TIMEOUT="${CL_START_TIMEOUT:-30}"
+# under valgrind (REPLFS_VALGRIND=1, see mounts.sh tl_vg) a daemon starts ~20x slower
+[ "${REPLFS_VALGRIND:-0}" = 1 ] && [ "$CL_START_TIMEOUT" -lt 180 ] && CL_START_TIMEOUT=180
 CL_LOG_TAIL="${CL_LOG_TAIL:-25}"
 declare -a CL_STORE=() CL_MNT=() CL_PORT=() CL_LOG=() CL_PID=() CL_URL=() CL_ROLE=()
+declare -a CL_PPORT=() CL_PCTL=() CL_PLOG=() CL_PPID=()   # CL_PROXY=1 only
 CL_OWN_DIRS=()          # dirs we created outside $WORK (removed at cleanup)
 CL_BG=()                # background helper PIDs
 CL_ALL_PIDS=()          # "PID:STARTTIME" of every daemon we started (never kill a reused PID)
@@ -138,6 +156,7 @@ cluster_init() {
         CL_OWN_DIRS+=("$CL_DIR")
     fi
     chmod 755 "$CL_DIR"
+    cl_proxy_stop_all
     CL_STORE=() CL_MNT=() CL_PORT=() CL_LOG=() CL_PID=() CL_URL=() CL_ROLE=()
     if [ "${CL_NO_TRAP:-0}" != 1 ] && [ -z "${CL_TRAP_SET:-}" ]; then
         CL_TRAP_PREV="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
@@ -167,6 +186,7 @@ cl_node_setup() {   # cl_node_setup I: paths, port; init the store the first tim
         CL_PORT[$i]="$(cl_free_port)"
         CL_URL[$i]="http://127.0.0.1:${CL_PORT[$i]}"
         : > "${CL_LOG[$i]}"
+        if [ "${CL_PROXY:-0}" = 1 ]; then cl_proxy_start "$i" || return 1; fi
     fi
     if [ ! -e "${CL_STORE[$i]}" ]; then
         if ! timeout 60 "$REPLFS" init "${CL_STORE[$i]}" >> "${CL_LOG[$i]}" 2>&1 < /dev/null; then
@@ -189,8 +209,9 @@ cl_start() {
     CL_ROLE[$i]="$role"
     printf '==== %s start node %s (%s): replfs mount %s %s %s\n' "$(date '+%T.%N')" "$i" "$role" \
         "${CL_STORE[$i]}" "${CL_MNT[$i]}" "$*" >> "${CL_LOG[$i]}"
+    tl_vg "$CL_DIR/n$i"   # REPLFS_VALGRIND=1: daemon under valgrind (mounts.sh)
     if [ "${CL_DAEMONIZE:-0}" = 1 ]; then
-        timeout 120 "$REPLFS" mount "${CL_STORE[$i]}" "${CL_MNT[$i]}" "$@" \
+        timeout 120 "${TL_VG[@]}" "$REPLFS" mount "${CL_STORE[$i]}" "${CL_MNT[$i]}" "$@" \
             >> "${CL_LOG[$i]}" 2>&1 < /dev/null
         rc=$?
         if [ $rc -ne 0 ]; then
@@ -204,7 +225,7 @@ cl_start() {
         fi
         [ -n "$p" ] || fail "node $i ($role): no PID in ${CL_STORE[$i]}/pid after mount returned"
     else
-        "$REPLFS" mount "${CL_STORE[$i]}" "${CL_MNT[$i]}" -f "$@" >> "${CL_LOG[$i]}" 2>&1 < /dev/null &
+        "${TL_VG[@]}" "$REPLFS" mount "${CL_STORE[$i]}" "${CL_MNT[$i]}" -f "$@" >> "${CL_LOG[$i]}" 2>&1 < /dev/null &
         p=$!
         disown "$p" 2>/dev/null   # no "Killed" job notices; bash still reaps it
     fi
@@ -235,7 +256,7 @@ cl_start() {
 
 cluster_start_master() {
     cl_node_setup 0 || return 1
-    cl_start 0 master --listen "127.0.0.1:${CL_PORT[0]}" --key "$CL_KEY" "$@"
+    cl_start 0 master --listen "127.0.0.1:${CL_PORT[0]}" --key "$CL_KEY" $(cl_proxy_args 0) "$@"
 }
 
 cluster_start_slave() {
@@ -247,9 +268,9 @@ cluster_start_slave() {
         CL_URL[$i]=""
         cl_start "$i" slave --slave-of "${CL_URL[0]}" --key "$CL_KEY" "$@"
     else
-        CL_URL[$i]="http://127.0.0.1:${CL_PORT[$i]}"
+        [ "${CL_PROXY:-0}" = 1 ] || CL_URL[$i]="http://127.0.0.1:${CL_PORT[$i]}"
         cl_start "$i" slave --slave-of "${CL_URL[0]}" --key "$CL_KEY" \
-            --listen "127.0.0.1:${CL_PORT[$i]}" "$@"
+            --listen "127.0.0.1:${CL_PORT[$i]}" $(cl_proxy_args "$i") "$@"
     fi
 }
 
@@ -350,6 +371,59 @@ cluster_bg() {
     CL_LAST_BG=$!
     CL_BG+=("$CL_LAST_BG")
 }
+
+# ------------------------------------------------------------------ fault proxies (CL_PROXY=1)
+cl_proxy_args() { [ "${CL_PROXY:-0}" = 1 ] && echo "--advertise ${CL_URL[$1]}"; }
+cl_proxy_start() {   # cl_proxy_start I: proxy in front of node I's port; CL_URL[I] -> it
+    local i="$1" d="$CL_DIR/n$1" t0=$SECONDS p
+    CL_PLOG[$i]="$d/proxy.log"
+    rm -f "$d/proxy.ready"
+    "$PY" "$CL_LIB_DIR/faultproxy.py" serve --target "127.0.0.1:${CL_PORT[$i]}" \
+        --ready "$d/proxy.ready" --log "${CL_PLOG[$i]}" --seed "$((i + 1))" \
+        < /dev/null >> "${CL_PLOG[$i]}" 2>&1 &
+    p=$!
+    CL_PPID[$i]="$p"
+    CL_BG+=("$p")
+    until [ -s "$d/proxy.ready" ]; do
+        if ! cl_alive "$p" || [ $((SECONDS - t0)) -ge 20 ]; then
+            fail "node $i: the fault proxy did not start: $(tail -n 5 "${CL_PLOG[$i]}")"
+            return 1
+        fi
+        sleep 0.05
+    done
+    read -r _ CL_PPORT[$i] _ CL_PCTL[$i] < "$d/proxy.ready"
+    CL_URL[$i]="http://127.0.0.1:${CL_PPORT[$i]}"
+}
+cl_proxy_stop_all() {   # (a new cluster_init) stop the proxies; forget their PIDs
+    local i p keep=()
+    for i in "${!CL_PPID[@]}"; do
+        p="${CL_PPID[$i]}"
+        cl_alive "$p" && kill -TERM "$p" 2>/dev/null
+        cl_wait_gone "$p" 5
+    done
+    for p in "${CL_BG[@]}"; do
+        [[ " ${CL_PPID[*]} " == *" $p "* ]] || keep+=("$p")
+    done
+    CL_BG=("${keep[@]}")
+    CL_PPORT=() CL_PCTL=() CL_PLOG=() CL_PPID=()
+}
+proxy_ctl() {   # proxy_ctl I COMMAND...: one control command to node I's proxy
+    local i="$1"
+    shift
+    [ -n "${CL_PCTL[$i]:-}" ] || { fail "node $i has no fault proxy (CL_PROXY=1 before cluster_init)"; return 1; }
+    timeout 30 "$PY" "$CL_LIB_DIR/faultproxy.py" ctl "${CL_PCTL[$i]}" "$@"
+}
+proxy_set() {
+    local i="$1" out
+    shift
+    out="$(proxy_ctl "$i" set "$*" 2>&1)" || { fail "proxy_set $i $*: $out"; return 1; }
+}
+proxy_stats() {   # proxy_stats I [EXPR]
+    local out
+    out="$(proxy_ctl "$1" stats 2>&1)" || { echo "proxy-stats-failed: $out" >&2; return 2; }
+    if [ -z "${2:-}" ]; then echo "$out"; else "$PY" -c "$CL_JQ" "$2" <<<"$out"; fi
+}
+proxy_mark() { local i="$1"; shift; proxy_ctl "$i" log "$*" > /dev/null; }
 
 # ------------------------------------------------------------------ status, metrics
 cluster_status() { timeout 10 "$REPLFS" status "${CL_MNT[$1]}" --json; }

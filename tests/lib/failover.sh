@@ -81,7 +81,8 @@ fo_launch_dying() {
     fi
     printf '==== %s start node %s with REPLFS_FAULT=%s: replfs mount %s %s -f %s\n' "$(date '+%T.%N')" \
         "$i" "$fault" "${CL_STORE[$i]}" "${CL_MNT[$i]}" "$*" >> "${CL_LOG[$i]}"
-    REPLFS_FAULT="$fault" "$REPLFS" mount "${CL_STORE[$i]}" "${CL_MNT[$i]}" -f "$@" \
+    tl_vg "$CL_DIR/n$i"   # REPLFS_VALGRIND=1: under valgrind (mounts.sh)
+    REPLFS_FAULT="$fault" "${TL_VG[@]}" "$REPLFS" mount "${CL_STORE[$i]}" "${CL_MNT[$i]}" -f "$@" \
         >> "${CL_LOG[$i]}" 2>&1 < /dev/null &
     p=$!
     disown "$p" 2>/dev/null

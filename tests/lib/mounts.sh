@@ -19,9 +19,21 @@
 #                              mounted under it
 #   tl_watchdog NAME SECS FN   after SECS, print a FAIL line, run FN (abort the connections)
 #                              and TERM this shell; sets TL_WATCHDOG to its PID
+#   tl_vg LOGDIR               REPLFS_VALGRIND=1: sets the array TL_VG to a valgrind command
+#                              line that the test libs put in front of every daemon they
+#                              start (cluster.sh, failover.sh, e2e/lib.sh); one log per
+#                              process in ${REPLFS_VALGRIND_DIR:-LOGDIR}/vg.<pid>.log
+#                              (memcheck, --leak-check=full, definite leaks count as errors,
+#                              error exit code 97; more options in REPLFS_VALGRIND_OPTS).
+#                              Unset or 0: TL_VG=() and nothing changes.
+#                              tests/e2e/test_valgrind.sh reads the logs; to run any e2e
+#                              test so: REPLFS_VALGRIND=1 REPLFS_VALGRIND_DIR=/tmp/vg bash
+#                              tests/e2e/test_X.sh, then grep 'ERROR SUMMARY' /tmp/vg/*.log
 #
 # FUSE connection ids are always read live from /proc/self/mountinfo, never remembered:
 # ids are reused by later mounts, and a stale id could abort somebody else's filesystem.
+
+TL_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 tl_proc_start() {
     local st
@@ -129,4 +141,18 @@ tl_watchdog() {
         kill -TERM "$me" 2>/dev/null
     ) &
     TL_WATCHDOG=$!
+}
+
+TL_VG=()
+tl_vg() {
+    TL_VG=()
+    [ "${REPLFS_VALGRIND:-0}" = 1 ] || return 0
+    local d="${REPLFS_VALGRIND_DIR:-$1}"
+    mkdir -p "$d" || return 1
+    TL_VG=(valgrind --tool=memcheck --leak-check=full --errors-for-leak-kinds=definite
+           --show-leak-kinds=definite --error-exitcode=97 --num-callers=30
+           --log-file="$d/vg.%p.log")
+    [ -n "${REPLFS_VALGRIND_OPTS:-}" ] && TL_VG+=(${REPLFS_VALGRIND_OPTS})   # e.g. --track-origins=yes
+    [ -r "$TL_LIB_DIR/../soak/valgrind.supp" ] && TL_VG+=(--suppressions="$TL_LIB_DIR/../soak/valgrind.supp")
+    return 0
 }

@@ -22,6 +22,23 @@
       wrong bytes, wrong size) is a torn read. Prints "checked N complete C torn T";
       exit 1 if T > 0 or if it never saw a complete file.
 
+  repl_check.py atomic-write DIR --stop FILE [--pages N]
+      Until FILE exists, generation g = 1, 2, ...: (1) ONE pwrite of N pages (default 16)
+      over DIR/gen, every 4 KiB page saying "gen g"; (2) DIR/.t written with gen_content(g)
+      (its length depends on g) and renamed over DIR/target; (3) the one entry of DIR/a or
+      DIR/b moves: DIR/a/e_K -> DIR/b/e_K+1 (K even) or DIR/b/e_K -> DIR/a/e_K+1 (K odd).
+      Prints "gens G".
+
+  repl_check.py atomic-read DIR --stop FILE [--pages N]
+      On a slave, during the apply of the above, until FILE exists (then one more pass):
+      one read of all of DIR/gen (through a new fd and a long-lived one) must show ONE
+      generation in every page, never lower than one seen before; DIR/target must be
+      exactly gen_content(g) for the g its header names; listings a, b, a (and b, a, b):
+      at most one e_* in each; if both outer listings show the same entry the middle one
+      must be empty (the name is never in two places). Prints "reads R gens G dirchecks D
+      torn T"; exit 1 on any torn/two-place/backwards observation, or if it saw fewer than
+      3 generations or no decisive directory check (vacuous).
+
   repl_check.py load DIR --stop FILE [--seed S] [--max-seconds T]
       Mixed metadata+data load (create, append, overwrite, truncate, rename, link,
       unlink, mkdir, rmdir, symlink, chmod, utime, setxattr) until FILE exists.
@@ -266,6 +283,125 @@ def cmd_patread(a):
         return 1
     if complete == 0:
         print("FAIL: the reader never saw a complete file (nothing checked: test would be vacuous)")
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------ atomic
+def gen_page(g):
+    head = b"gen %012d\n" % g
+    return (head * (4096 // len(head) + 1))[:4096]
+
+
+def gen_content(g):
+    head = b"target g=%d\n" % g
+    n = 1000 + g * 7919 % 60000
+    return (head * (n // len(head) + 1))[:n]
+
+
+def cmd_atomic_write(a):
+    os.makedirs(os.path.join(a.dir, "a"), exist_ok=True)
+    os.makedirs(os.path.join(a.dir, "b"), exist_ok=True)
+    open(os.path.join(a.dir, "a", "e_0"), "w").close()
+    fd = os.open(os.path.join(a.dir, "gen"), os.O_WRONLY | os.O_CREAT, 0o644)
+    g = 0
+    while not os.path.exists(a.stop):
+        g += 1
+        data = gen_page(g) * a.pages
+        if os.pwrite(fd, data, 0) != len(data):
+            print("FAIL: short pwrite at gen %d" % g)
+            return 1
+        t = os.path.join(a.dir, ".t")
+        with open(t, "wb") as f:
+            f.write(gen_content(g))
+        os.rename(t, os.path.join(a.dir, "target"))
+        k = g - 1
+        src, dst = ("a", "b") if k % 2 == 0 else ("b", "a")
+        os.rename(os.path.join(a.dir, src, "e_%d" % k), os.path.join(a.dir, dst, "e_%d" % (k + 1)))
+    os.close(fd)
+    print("gens %d" % g)
+    return 0
+
+
+def cmd_atomic_read(a):
+    reads = dirchecks = 0
+    gens = set()
+    bad = []
+    last_g = 0
+    final = False
+    keep = None
+    gp = os.path.join(a.dir, "gen")
+
+    def check_gen(buf, how):
+        nonlocal last_g
+        if not buf:
+            return
+        pages = [buf[i:i + 4096] for i in range(0, len(buf), 4096)]
+        seen = set()
+        for pg in pages:
+            try:
+                seen.add(int(pg[4:16]))
+            except ValueError:
+                seen.add(-1)
+        g = max(seen)
+        if len(seen) != 1 or len(buf) != a.pages * 4096 or any(pg != gen_page(g) for pg in pages):
+            bad.append("gen (%s): one read of %d bytes shows generations %s" % (how, len(buf), sorted(seen)))
+        elif g < last_g:
+            bad.append("gen (%s): generation %d after %d (went back)" % (how, g, last_g))
+        last_g = max(last_g, g)
+        gens.add(g)
+
+    def entries(d):
+        try:
+            return sorted(n for n in os.listdir(os.path.join(a.dir, d)) if n.startswith("e_"))
+        except FileNotFoundError:
+            return None
+
+    while True:
+        if os.path.exists(a.stop):
+            final = True
+        try:
+            if keep is None and os.path.exists(gp):
+                keep = os.open(gp, os.O_RDONLY)
+            if keep is not None:
+                check_gen(os.pread(keep, a.pages * 4096, 0), "long-lived fd")
+            with open(gp, "rb") as f:
+                check_gen(f.read(), "new fd")
+            reads += 1
+        except FileNotFoundError:
+            pass
+        try:
+            with open(os.path.join(a.dir, "target"), "rb") as f:
+                got = f.read()
+            try:
+                g = int(got.split(b"\n", 1)[0].split(b"=")[1])
+            except (IndexError, ValueError):
+                g = -1
+            if got != gen_content(g):
+                bad.append("target: %d bytes, header %r: not one whole generation" % (len(got), got[:24]))
+        except FileNotFoundError:
+            pass
+        for x, y in (("a", "b"), ("b", "a")):
+            l1, l2, l3 = entries(x), entries(y), entries(x)
+            for d, l in ((x, l1), (y, l2), (x, l3)):
+                if l is not None and len(l) > 1:
+                    bad.append("%s/ lists %s: more than one entry at once" % (d, l))
+            if l1 and l1 == l3:
+                dirchecks += 1
+                if l2:
+                    bad.append("%s/%s listed before and after %s/ listed %s: one name in two places"
+                               % (x, l1[0], y, l2))
+        if final or len(bad) > 20:
+            break
+    if keep is not None:
+        os.close(keep)
+    print("reads %d gens %d dirchecks %d torn %d" % (reads, len(gens), dirchecks, len(bad)))
+    for b in bad[:10]:
+        print("FAIL: " + b)
+    if bad:
+        return 1
+    if len(gens) < 3 or dirchecks == 0:
+        print("FAIL: vacuous: saw %d generations, %d decisive directory checks" % (len(gens), dirchecks))
         return 1
     return 0
 
@@ -518,6 +654,12 @@ def main():
     s = sub.add_parser("patread")
     s.add_argument("dir"); s.add_argument("--stop", required=True)
     s.add_argument("--size", type=int, default=32768)
+    s = sub.add_parser("atomic-write")
+    s.add_argument("dir"); s.add_argument("--stop", required=True)
+    s.add_argument("--pages", type=int, default=16)
+    s = sub.add_parser("atomic-read")
+    s.add_argument("dir"); s.add_argument("--stop", required=True)
+    s.add_argument("--pages", type=int, default=16)
     s = sub.add_parser("load")
     s.add_argument("dir"); s.add_argument("--stop", required=True)
     s.add_argument("--seed", type=int, default=1)
@@ -537,7 +679,8 @@ def main():
     s.add_argument("path"); s.add_argument("--replfs", required=True); s.add_argument("--store", required=True)
     a = p.parse_args()
     fn = {"fresh": cmd_fresh, "patwrite": cmd_patwrite, "patread": cmd_patread, "load": cmd_load,
-          "rewrite": cmd_rewrite, "hold": cmd_hold, "erofs": cmd_erofs, "fsync-kill": cmd_fsync_kill, "timed-fsync": cmd_timed_fsync,
+          "rewrite": cmd_rewrite,
+          "atomic-write": cmd_atomic_write, "atomic-read": cmd_atomic_read, "hold": cmd_hold, "erofs": cmd_erofs, "fsync-kill": cmd_fsync_kill, "timed-fsync": cmd_timed_fsync,
           "strict-write": cmd_strict_write}[a.cmd]
     return fn(a)
 
