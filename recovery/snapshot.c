@@ -1438,11 +1438,13 @@ int snapshot_items_feed(struct snapshot_items *it, const void *buf, size_t n)
 			n -= k;
 			if (it->hdr_have < ITEM_HDR)
 				return 0;
-			it->hdr_have = 0;
 			it->type = le_get32(it->hdr);
 			it->len = le_get32(it->hdr + 4);
+			/* A refused header is left in hdr: bytes after the
+			 * TRAILER must not leave the stream looking done. */
 			if (!items_allowed(it))
 				return -EBADMSG;
+			it->hdr_have = 0;
 			it->in_body = 1;
 			it->body.len = 0;
 			if (it->type != IT_DATA && (rc = bytebuf_reserve(&it->body, it->len)) < 0)

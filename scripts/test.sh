@@ -22,6 +22,9 @@ cmake --build build-asan -j"$jobs"
    ctest --output-on-failure -j1 \
      -E "${REPLFS_ASAN_EXCLUDE:-e2e_test_valgrind|e2e_test_soak|e2e_test_netfault|e2e_test_slave_pause}")
 
+# Fuzzing: a short libFuzzer run of each decoder (clang) on the repo's corpus.
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}" bash tests/fuzz/run.sh
+
 if [ -x bench/run.sh ] || [ -f bench/run.sh ]; then
   REPLFS=$PWD/build/replfs bash bench/run.sh --smoke
 fi
