@@ -884,6 +884,7 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 	struct commit *cm = r->node.commit;
 	size_t pos = 0;
 	uint64_t last = 0, prev_epoch = 0;
+	int not_logged = 0;
 	int frc = fault_check("repl:recv");
 
 	if (frc < 0)
@@ -941,6 +942,14 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 				  rec.lsn, strerror(-rc));
 			return -EIO;
 		}
+		if (rc < 0 && commit_last_lsn(cm) != rec.lsn) {
+			/* Not logged (a full disk): what came before is made durable
+			 * and acknowledged below, this record is fetched again. */
+			log_warn("cannot log LSN %" PRIu64 ": %s; fetching it again", rec.lsn,
+				 strerror(-rc));
+			not_logged = 1;
+			break;
+		}
 		last = rec.lsn;
 		if (r->node.invalidate)
 			r->node.invalidate(r->node.cb_arg, &rec);
@@ -960,6 +969,10 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 	}
 	if (b->h.verify_lsn && b->h.verify_lsn == commit_last_lsn(cm))
 		repl_verify_point(r, b->h.verify_lsn);
+	if (not_logged) {
+		sleep(1); /* the disk stays full a while: no hot loop of refetches */
+		return -EAGAIN;
+	}
 	return 0;
 }
 
@@ -994,6 +1007,11 @@ static void *apply_main(void *arg)
 				 "cannot apply records (see the log); remount to recover");
 			queue_drop(f);
 			f->stop = 1;
+		} else if (rc == -EAGAIN) {
+			snprintf(f->last_error, sizeof(f->last_error),
+				 "could not log a record (see the log); fetching it again");
+			f->reset = 1;
+			queue_drop(f);
 		} else if (rc < 0) {
 			snprintf(f->state, sizeof(f->state), "refused");
 			snprintf(f->last_error, sizeof(f->last_error),
