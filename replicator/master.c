@@ -264,6 +264,16 @@ static enum MHD_Result on_hello(struct replicator *r, struct MHD_Connection *con
 	sl->last_counter = 0;
 	snprintf(sl->addr, sizeof(sl->addr), "%s", peer);
 	snprintf(sl->url, sizeof(sl->url), "%s", url);
+	/* Another identity at the same address is that node's old store (wiped
+	 * and made again): what it needed must no longer hold the journal. */
+	for (int i = 0; url[0] && i < s->nslaves; i++) {
+		struct repl_slave *o = &s->slaves[i];
+		if (o == sl || !o->known || strcmp(o->url, url) != 0)
+			continue;
+		sodium_bin2hex(hex, sizeof(hex), o->node_id, REPL_ID_BYTES);
+		log_info("slave %s at %s was replaced by a new store there: forgotten", hex, url);
+		memset(o, 0, sizeof(*o));
+	}
 	if (diverged || sl->acked_lsn > applied)
 		sl->acked_lsn = durable; /* what it holds of this timeline, no more */
 	repl_state_ack(s, sl, durable, time_mono_ns());
