@@ -645,10 +645,36 @@ void repl_watch_stop(struct repl_watch *w)
 	free(w);
 }
 
+/* One answer of the daemon of mnt, as JSON or as the table. */
+static int status_print(const char *mnt, int json)
+{
+	char *text = NULL;
+	long code = 0;
+	int rc = 0;
+
+	if (repl_control_call(mnt, "/status", NULL, 10, &text, &code) < 0)
+		return 1;
+	if (code != 200) {
+		log_error("the daemon of %s gave a bad answer", mnt);
+		rc = 1;
+	} else if (json) {
+		fputs(text, stdout);
+	} else {
+		json_t *o = json_loads(text, 0, NULL);
+		if (o)
+			print_human(o);
+		else
+			log_error("the daemon's status is not JSON");
+		rc = o ? 0 : 1;
+		json_decref(o);
+	}
+	free(text);
+	return rc;
+}
+
 int repl_status_main(int argc, char **argv)
 {
 	const char *mnt = NULL;
-	struct textbuf b = { 0 };
 	int json = 0, watch = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -679,39 +705,16 @@ int repl_status_main(int argc, char **argv)
 		log_error("status: --watch draws for a person; --json is for one answer");
 		return 2;
 	}
-	for (; watch; sleep(1)) {
+	if (!watch)
+		return status_print(mnt, json);
+	for (;; sleep(1)) {
 		int tty = isatty(1);
 		if (tty)
 			fputs("\033[H\033[J", stdout); /* home, clear */
-		char *argv1[] = { argv[0], (char *)mnt, NULL };
-		if (repl_status_main(2, argv1) != 0)
+		if (status_print(mnt, 0) != 0)
 			return 1;
 		if (!tty)
 			puts("");
 		fflush(stdout);
 	}
-	char *text = NULL;
-	long code = 0;
-	if (repl_control_call(mnt, "/status", NULL, 10, &text, &code) < 0)
-		return 1;
-	if (code != 200) {
-		log_error("the daemon of %s gave a bad answer", mnt);
-		free(text);
-		return 1;
-	}
-	b.p = text;
-	if (json) {
-		fputs(b.p, stdout);
-	} else {
-		json_t *o = json_loads(b.p, 0, NULL);
-		if (!o) {
-			log_error("the daemon's status is not JSON");
-			free(b.p);
-			return 1;
-		}
-		print_human(o);
-		json_decref(o);
-	}
-	free(b.p);
-	return 0;
 }

@@ -20,9 +20,9 @@ void progress_begin(struct progress *p, const char *what, uint64_t total, int un
 	p->start_ns = time_mono_ns();
 }
 
-static void amount(const struct progress *p, uint64_t n, char *buf, size_t size)
+static void amount(int unit_bytes, uint64_t n, char *buf, size_t size)
 {
-	if (p->unit_bytes)
+	if (unit_bytes)
 		fmt_bytes(n, buf, size);
 	else
 		snprintf(buf, size, "%llu", (unsigned long long)n);
@@ -31,14 +31,13 @@ static void amount(const struct progress *p, uint64_t n, char *buf, size_t size)
 void progress_format(const char *what, uint64_t done, uint64_t total, uint64_t elapsed_ns,
 		     int unit_bytes, char *buf, size_t size)
 {
-	struct progress p = { .unit_bytes = unit_bytes };
 	char d[32], t[32], r[32], eta[32] = "";
 	double secs = (double)elapsed_ns / 1e9;
 	double rate = secs > 0.05 ? (double)done / secs : 0;
 
-	amount(&p, done, d, sizeof(d));
-	amount(&p, total, t, sizeof(t));
-	amount(&p, (uint64_t)rate, r, sizeof(r));
+	amount(unit_bytes, done, d, sizeof(d));
+	amount(unit_bytes, total, t, sizeof(t));
+	amount(unit_bytes, (uint64_t)rate, r, sizeof(r));
 	if (rate > 0 && total > done) {
 		unsigned long left = (unsigned long)((double)(total - done) / rate + 0.5);
 		snprintf(eta, sizeof(eta), ", ETA %lu:%02lu", left / 60, left % 60);
