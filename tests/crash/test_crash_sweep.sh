@@ -30,7 +30,8 @@
 #     before any of it is applied) while the master runs the workload; the master
 #     itself drops its 4th and 9th batch (repl:send:N=drop: the connection is closed); the slave is restarted without the
 #     fault and must converge: same tree as the master, its journal LSNs consecutive
-#     (no gap, nothing applied twice).
+#     (no gap, nothing applied twice). Last, a slave whose 5th journal write fails
+#     with ENOSPC (a full disk) must stay up, fetch that record again and converge.
 #
 # An unaligned write() that crosses a page boundary reaches the daemon as two FUSE
 # WRITE requests (the kernel cuts at the first page boundary: fuse_perform_write), so
@@ -496,6 +497,33 @@ for spec in $SWEEP_REPL; do
         pass "$tag: the slave's journal LSNs run 1..$(grep -o 'LSN 1\.\.[0-9]*' "$WORK/jd.out" | cut -d. -f3) with no gap or repeat"
     fi
 done
+# A slave that cannot log a record (its disk is full: ENOSPC on its 5th journal
+# write) must not acknowledge it: it fetches the record again and converges.
+tag="slave journal:write:5=enospc"
+REPLFS_FAULT="journal:write:5=enospc" cluster_start_slave 1 -o keep_journal || fail "$tag: slave start"
+spid="${CL_PID[1]}"
+mkdir "${CL_MNT[0]}/enospc"
+for i in $(seq 30); do echo "$i" > "${CL_MNT[0]}/enospc/f$i"; sleep 0.05; done
+if wait_caught_up 1 90 && cl_alive "$spid"; then
+    pass "$tag: the slave stayed up and caught up"
+else
+    fail "$tag: the slave did not catch up"; cluster_diag 1
+fi
+if grep -q "cannot log LSN .*fetching it again" "${CL_LOG[1]}"; then
+    pass "$tag: the slave said it fetches the unlogged record again"
+else
+    fail "$tag: no 'cannot log LSN ... fetching it again' in the slave's log"; cluster_diag 1
+fi
+dump_node 0 "$WORK/master.dump" && dump_node 1 "$WORK/slave.dump" &&
+    compare "$WORK/master.dump" "$WORK/slave.dump" "$tag: slave tree identical to the master's"
+cluster_stop 1
+check_journal_dump "${CL_STORE[1]}" > "$WORK/jd.out"
+if grep -q FAIL "$WORK/jd.out"; then
+    cat "$WORK/jd.out"; fail "$tag: the slave's journal has a gap or a record twice"
+else
+    pass "$tag: the slave's journal has no gap or repeat"
+fi
+
 ndrop="$(grep -c 'fault point repl:send .*injecting drop' "${CL_LOG[0]}")"
 check_eq() { [ "$1" = "$2" ] && pass "$3" || fail "$3: expected [$2], got [$1]"; }
 check_eq "$ndrop" 2 "the master dropped 2 batches (repl:send:4,9=drop) and the slave still converged"
