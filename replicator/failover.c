@@ -290,12 +290,38 @@ static size_t oneshot_body(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
-/* Sends one sealed message of type to the node at base (http://HOST:PORT)
- * and opens its sealed answer: *plain points into *keep (free it). */
+struct oneshot_watch {
+	int (*alive)(void *arg, uint64_t got);
+	void *arg;
+};
+
+static int oneshot_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+			    curl_off_t ulnow)
+{
+	struct oneshot_watch *w = arg;
+
+	(void)dltotal;
+	(void)ultotal;
+	(void)ulnow;
+	return w->alive(w->arg, dlnow > 0 ? (uint64_t)dlnow : 0) ? 0 : 1;
+}
+
 int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const void *body,
 		 size_t blen, long timeout_ms, size_t max, struct repl_env *renv, uint8_t **plain,
 		 size_t *plen, uint8_t **keep)
 {
+	return repl_oneshot_watched(r, base, type, body, blen, timeout_ms, max, NULL, NULL, renv,
+				    plain, plen, keep);
+}
+
+/* Sends one sealed message of type to the node at base (http://HOST:PORT)
+ * and opens its sealed answer: *plain points into *keep (free it). */
+int repl_oneshot_watched(struct replicator *r, const char *base, uint8_t type,
+			 const void *body, size_t blen, long timeout_ms, size_t max,
+			 int (*alive)(void *arg, uint64_t got), void *alive_arg,
+			 struct repl_env *renv, uint8_t **plain, size_t *plen, uint8_t **keep)
+{
+	struct oneshot_watch watch = { alive, alive_arg };
 	struct repl_env e = { .type = type, .epoch = r->node.st->epoch, .counter = 1 };
 	struct oneshot_buf b = { .max = max };
 	struct curl_slist *hdrs = NULL;
@@ -333,6 +359,11 @@ int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const voi
 	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)n);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, oneshot_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	if (alive) {
+		curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, oneshot_progress);
+		curl_easy_setopt(c, CURLOPT_XFERINFODATA, &watch);
+		curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	}
 	CURLcode cc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_cleanup(c);
@@ -340,7 +371,10 @@ int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const voi
 	free(req);
 	if (cc != CURLE_OK || status != 200) {
 		bytebuf_free(&b.b);
-		return cc == CURLE_OK ? -EACCES : -EHOSTUNREACH;
+		return cc == CURLE_OK ? -EACCES
+		       : cc == CURLE_ABORTED_BY_CALLBACK || cc == CURLE_OPERATION_TIMEDOUT
+			       ? -ETIMEDOUT
+			       : -EHOSTUNREACH;
 	}
 	rc = repl_open(r->o.key, b.b.p, b.b.len, renv, plain, plen);
 	if (rc < 0 || memcmp(renv->session, e.session, REPL_ID_BYTES) != 0 || renv->counter != 1) {

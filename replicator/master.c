@@ -348,6 +348,10 @@ static enum MHD_Result on_fetch(struct replicator *r, struct MHD_Connection *con
 	pthread_mutex_lock(&s->lock);
 	repl_state_ack(s, sl, jget(msg, "acked"), now);
 	sl->in_snapshot = 0;
+	if (jget(msg, "verifying")) {
+		sl->verifying_lsn = jget(msg, "verifying");
+		sl->verifying_mono_ns = now;
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (from == 0)
 		return repl_reply_error(r, conn, e, "bad_request", "fetch without a position");

@@ -62,6 +62,10 @@ struct replicator {
 	pthread_mutex_t verify_lock;
 	pthread_cond_t verify_cond;
 	uint64_t verify_target;
+	/* Slave: the verify point its VERIFY handler is working on (0: none),
+	 * told to the master in every FETCH so a master waiting for the answer
+	 * can tell a slow slave from a lost request. */
+	_Atomic uint64_t verify_serving;
 	uint64_t verify_done;     /* points up to this one are served: ignore them */
 	uint64_t verify_snap_ns;  /* when verify_snap was taken (expiry) */
 	struct snapshot *verify_snap;  /* the tree frozen for a verify (either role) */
@@ -145,6 +149,13 @@ int repl_find_master(struct replicator *r, char *out, size_t len, uint64_t *epoc
 int repl_oneshot(struct replicator *r, const char *base, uint8_t type, const void *body,
 		 size_t blen, long timeout_ms, size_t max, struct repl_env *renv, uint8_t **plain,
 		 size_t *plen, uint8_t **keep);
+/* The same for an answer that may take long: about once a second, and with
+ * the bytes of the answer received so far, alive(arg, got) says whether the
+ * other side still shows signs of working on it; 0 gives up (-ETIMEDOUT). */
+int repl_oneshot_watched(struct replicator *r, const char *base, uint8_t type,
+			 const void *body, size_t blen, long timeout_ms, size_t max,
+			 int (*alive)(void *arg, uint64_t got), void *alive_arg,
+			 struct repl_env *renv, uint8_t **plain, size_t *plen, uint8_t **keep);
 /* verifier.c */
 enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection *conn,
 				    const struct repl_env *e, void *msg);

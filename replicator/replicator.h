@@ -117,6 +117,8 @@ struct repl_slave {
 	uint64_t snap_lsn;       /* the snapshot it was last sent */
 	char url[128];           /* where it listens (http://HOST:PORT), "" if not */
 	int known;               /* slot in use */
+	uint64_t verifying_lsn;  /* the verify point it last said it works on */
+	uint64_t verifying_mono_ns; /* when it last said so */
 };
 
 struct repl_state {

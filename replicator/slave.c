@@ -775,8 +775,9 @@ static void *fetch_main(void *arg)
 			continue;
 		}
 		snprintf(body, sizeof(body),
-			 "{\"from\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"wait_ms\":%d}", next,
-			 durable, POLL_MS);
+			 "{\"from\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"wait_ms\":%d,"
+			 "\"verifying\":%" PRIu64 "}",
+			 next, durable, POLL_MS, atomic_load(&r->verify_serving));
 		rc = exchange(f, c, REPL_MSG_FETCH, body, POLL_MS + 15000, &resp, &re, &plain,
 			      &plen, err, sizeof(err));
 		if (rc < 0) {

@@ -103,21 +103,36 @@ void repl_verify_point(struct replicator *r, uint64_t lsn)
 	take_verify_snapshot(r, lsn);
 }
 
+static enum MHD_Result verify_serve(struct replicator *r, struct MHD_Connection *conn,
+				    const struct repl_env *e, uint64_t x);
+
 enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection *conn,
 				    const struct repl_env *e, void *msg)
 {
 	json_t *m = msg;
-	uint64_t x = json_integer_value(json_object_get(m, "lsn")), t0 = time_mono_ns();
+	uint64_t x = json_integer_value(json_object_get(m, "lsn"));
+
+	if (!atomic_load(&r->is_slave))
+		return repl_reply_error(r, conn, e, "not_slave", "this node is not a slave");
+	if (!x)
+		return repl_reply_error(r, conn, e, "bad_request", "verify without a position");
+	atomic_store(&r->verify_serving, x);
+	enum MHD_Result ret = verify_serve(r, conn, e, x);
+	atomic_store(&r->verify_serving, 0);
+	return ret;
+}
+
+/* Waits for the apply step to reach x, hashes the frozen tree and answers. */
+static enum MHD_Result verify_serve(struct replicator *r, struct MHD_Connection *conn,
+				    const struct repl_env *e, uint64_t x)
+{
+	uint64_t t0 = time_mono_ns();
 	struct verify_manifest man;
 	struct snapshot *s = NULL;
 	uint8_t *enc = NULL;
 	size_t enclen;
 	int rc = 0;
 
-	if (!atomic_load(&r->is_slave))
-		return repl_reply_error(r, conn, e, "not_slave", "this node is not a slave");
-	if (!x)
-		return repl_reply_error(r, conn, e, "bad_request", "verify without a position");
 	repl_verify_point(r, x);
 	/* Wait for the apply step to reach x (it stops there by itself). */
 	pthread_mutex_lock(&r->verify_lock);
@@ -150,7 +165,9 @@ enum MHD_Result repl_verify_request(struct replicator *r, struct MHD_Connection 
 	}
 	struct verify_progress vp = { r, repl_task_begin(r, snapshot_bytes(s),
 							 "verify: hashing this slave's tree") };
-	rc = verify_manifest_build(s, &man, verify_progressed, &vp);
+	rc = fault_check("verify:hash");
+	if (rc == 0)
+		rc = verify_manifest_build(s, &man, verify_progressed, &vp);
 	repl_task_end(r, vp.task);
 	/* Once hashed, the frozen tree only costs copies: drop it. */
 	pthread_mutex_lock(&r->verify_lock);
@@ -183,12 +200,43 @@ struct slave_job {
 	struct replicator *r;
 	char url[128];
 	char id[REPL_ID_BYTES * 2 + 1];
+	uint8_t node_id[REPL_ID_BYTES];
 	uint64_t lsn;
 	pthread_t t;
 	int rc;
 	char err[200];
 	struct verify_manifest man;
+	uint64_t got;             /* answer bytes received so far */
+	uint64_t sign_ns;         /* last sign of work: start, a byte, or a FETCH saying so */
 };
+
+/* Hashing a big tree takes long and says nothing on the connection, so the
+ * wait is not bounded by a timeout but by signs of work: the slave names the
+ * point it works on in every FETCH (at least every REPL_POLL_MS_MAX), and the
+ * answer's bytes count too. A request lost in a partition, a stopped slave or
+ * a lost answer show none, and the verify goes on without that slave. */
+#define VERIFY_QUIET_NS (15ull * 1000000000ull)
+
+static int slave_job_alive(void *arg, uint64_t got)
+{
+	struct slave_job *j = arg;
+	struct repl_state *st = &j->r->state;
+	uint64_t now = time_mono_ns();
+
+	if (got > j->got) {
+		j->got = got;
+		j->sign_ns = now;
+	}
+	pthread_mutex_lock(&st->lock);
+	for (int i = 0; i < st->nslaves; i++) {
+		struct repl_slave *sl = &st->slaves[i];
+		if (sl->known && !memcmp(sl->node_id, j->node_id, REPL_ID_BYTES) &&
+		    sl->verifying_lsn == j->lsn && sl->verifying_mono_ns > j->sign_ns)
+			j->sign_ns = sl->verifying_mono_ns;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return now - j->sign_ns < VERIFY_QUIET_NS;
+}
 
 static void *slave_job_main(void *arg)
 {
@@ -199,8 +247,18 @@ static void *slave_job_main(void *arg)
 	size_t plen;
 
 	snprintf(body, sizeof(body), "{\"lsn\":%" PRIu64 "}", j->lsn);
-	j->rc = repl_oneshot(j->r, j->url, REPL_MSG_VERIFY, body, strlen(body), 3600L * 1000,
-			     MANIFEST_MAX, &re, &plain, &plen, &keep);
+	j->sign_ns = time_mono_ns();
+	j->rc = repl_oneshot_watched(j->r, j->url, REPL_MSG_VERIFY, body, strlen(body),
+				     3600L * 1000, MANIFEST_MAX, slave_job_alive, j, &re, &plain,
+				     &plen, &keep);
+	if (j->rc == -ETIMEDOUT) {
+		snprintf(j->err, sizeof(j->err),
+			 "no answer and no sign of work on it for %llu s (unreachable or stopped)",
+			 VERIFY_QUIET_NS / 1000000000ull);
+		log_warn("verify: %s gave no answer and no sign of work on it for %llu s: "
+			 "not verified", j->url, VERIFY_QUIET_NS / 1000000000ull);
+		return NULL;
+	}
 	if (j->rc < 0) {
 		snprintf(j->err, sizeof(j->err), "no answer: %s", strerror(-j->rc));
 		return NULL;
@@ -313,6 +371,7 @@ static int verify_round(struct replicator *r, int repair, json_t *result, uint64
 		jobs[n].lsn = x;
 		snprintf(jobs[n].url, sizeof(jobs[n].url), "%s", sl->url);
 		snprintf(jobs[n].id, sizeof(jobs[n].id), "%s", id);
+		memcpy(jobs[n].node_id, sl->node_id, REPL_ID_BYTES);
 		n++;
 	}
 	pthread_mutex_unlock(&st->lock);

@@ -16,11 +16,14 @@
  *           eio    the operation fails with EIO
  *           enospc the operation fails with ENOSPC
  *           drop   the message being sent or received is lost (ECONNABORTED)
+ *           stallS the thread sleeps S seconds there, then goes on (a slow
+ *                  disk or a long computation, without the cost of one)
  *
  *   journal:fsync:3=eio        the 3rd journal fdatasync fails with EIO
  *   apply:record:50            SIGKILL before the 50th record is applied
  *   journal:write:4+=enospc    the 4th and every later journal write: disk full
  *   repl:send:7=drop,repl:applied:2
+ *   verify:hash=stall30        a slave takes 30 s more to hash its tree
  *
  * Counters are per process and per rule (atomic, so points reached from several
  * threads count each arrival once). A rule never matches a point of another
@@ -42,6 +45,7 @@
  *                      it is acknowledged
  *   snapshot:send      master: before a snapshot chunk is sent
  *   snapshot:recv      slave: a snapshot chunk arrived, before it is written
+ *   verify:hash        slave: its tree is frozen for a verify, before hashing
  *   promote:*, rejoin:*  crash-only steps of failover and rejoin
  *
  * COST when REPLFS_FAULT is unset: fault_check() is an inline test of
@@ -61,13 +65,14 @@
 #define FAULT_RULES_MAX 16
 #define FAULT_NAME_MAX 64
 
-enum fault_action { FAULT_CRASH, FAULT_EIO, FAULT_ENOSPC, FAULT_DROP };
+enum fault_action { FAULT_CRASH, FAULT_EIO, FAULT_ENOSPC, FAULT_DROP, FAULT_STALL };
 
 struct fault_rule {
 	char name[FAULT_NAME_MAX];
 	unsigned long long nth;   /* 0: every arrival */
 	int and_later;            /* "N+" */
 	enum fault_action action;
+	unsigned stall_s;         /* FAULT_STALL */
 	_Atomic unsigned long long arrivals;
 };
 
@@ -75,8 +80,8 @@ int fault_enabled;
 static struct fault_rule rules[FAULT_RULES_MAX];
 static int nrules;
 
-static const char *const action_names[] = { "crash", "eio", "enospc", "drop" };
-static const int action_errno[] = { 0, EIO, ENOSPC, ECONNABORTED };
+static const char *const action_names[] = { "crash", "eio", "enospc", "drop", "stall" };
+static const int action_errno[] = { 0, EIO, ENOSPC, ECONNABORTED, 0 };
 
 /* Parses one rule of length len at s into r. Returns 0 or -EINVAL. */
 static int rule_parse(const char *s, size_t len, struct fault_rule *r)
@@ -91,8 +96,21 @@ static int rule_parse(const char *s, size_t len, struct fault_rule *r)
 		int found = 0;
 
 		for (size_t i = 0; i < sizeof(action_names) / sizeof(*action_names); i++) {
-			if (strlen(action_names[i]) == alen && !memcmp(eq + 1, action_names[i], alen)) {
+			if (i != FAULT_STALL && strlen(action_names[i]) == alen &&
+			    !memcmp(eq + 1, action_names[i], alen)) {
 				r->action = (enum fault_action)i;
+				found = 1;
+			}
+		}
+		/* "stall" takes its seconds right after the word: stall30 */
+		if (!found && alen > 5 && alen <= 9 && !memcmp(eq + 1, "stall", 5)) {
+			unsigned secs = 0;
+			size_t i;
+			for (i = 6; i <= alen && eq[i] >= '0' && eq[i] <= '9'; i++)
+				secs = secs * 10 + (unsigned)(eq[i] - '0');
+			if (i == alen + 1 && secs > 0) {
+				r->action = FAULT_STALL;
+				r->stall_s = secs;
 				found = 1;
 			}
 		}
@@ -185,6 +203,12 @@ int fault_check_slow(const char *name)
 			log_error("fault point %s (arrival %llu): dying now (REPLFS_FAULT)", name, n);
 			kill(getpid(), SIGKILL);
 			pause();
+		}
+		if (r->action == FAULT_STALL) {
+			log_warn("fault point %s (arrival %llu): stalling %u s (REPLFS_FAULT)", name,
+				 n, r->stall_s);
+			sleep(r->stall_s);
+			continue;
 		}
 		log_warn("fault point %s (arrival %llu): injecting %s (REPLFS_FAULT)", name, n,
 			 action_names[r->action]);

@@ -13,8 +13,8 @@ int fault_check_slow(const char *name);
 /* Counts one arrival at the point called name. When a rule of REPLFS_FAULT
  * matches this arrival: action "crash" SIGKILLs the process here, an error
  * action returns its negative errno ("eio" -EIO, "enospc" -ENOSPC, "drop"
- * -ECONNABORTED: the caller loses the message it was handling). Returns 0
- * otherwise. The caller sends an injected error down its real error path. */
+ * -ECONNABORTED: the caller loses the message it was handling), "stallS"
+ * sleeps S seconds and goes on. Returns 0 otherwise. The caller sends an injected error down its real error path. */
 static inline int fault_check(const char *name)
 {
 	if (__builtin_expect(!fault_enabled, 1))

@@ -27,6 +27,13 @@
 #     default sync timeout (10 s): the next fsync returns without degrading, because the
 #     slave gives up a silent connection after 5 s (it used to wait out its 16 s timeout)
 #  8. opt-in (NETFAULT_MASTER=1): a partitioned master with two slaves in sync mode
+#  9. verify while a slave cannot answer: its link blackholed (the VERIFY request
+#     vanishes; the slave still fetches), then the slave stopped (SIGSTOP): verify ends
+#     within 40 s with exit 2, naming the slave not verified (it used to wait up to an
+#     hour, and later verifies were refused as busy); healed, verify exits 0. Then a
+#     slave whose hashing takes 25 s (REPLFS_FAULT=verify:hash=stall25), longer than the
+#     15 s without a sign of work after which a slave is given up: it is verified, since
+#     it names the verify it works on in every FETCH
 # Each step checks the proxy's counters, so a fault that did not happen fails the step.
 # FAULT_SECONDS (default 2) is how long each fault of steps 3-6 lasts, LOAD_SECONDS
 # (default 0.5) how long the unthrottled metadata load runs at the start of each step.
@@ -229,6 +236,48 @@ check_eq "$(metric 0 replfs_sync_degraded_total)" "$DG0" "7: a lost answer did n
 wait_caught_up 1 30 && cmp -s "$M/after_lost_answer" "$S/after_lost_answer" &&
     pass "7: the slave has the file fsynced after the lost answer" ||
     fail "7: the slave lacks the file fsynced after the lost answer"
+
+# ================================================================== 9. verify, slave silent
+# verify_silent LABEL: verify exits 2 within 40 s and names the slave as not verified
+verify_silent() {
+    local l="$1" t0 out rc
+    t0=$SECONDS
+    out="$(timeout 120 "$REPLFS" verify "$M" 2>&1)"
+    rc=$?
+    if [ $rc -eq 2 ] && [ $((SECONDS - t0)) -le 40 ] && grep -q "not verified: ${CL_URL[1]}" <<<"$out"; then
+        pass "9: $l: verify exit 2 after $((SECONDS - t0))s, the slave named not verified"
+    else
+        fail "9: $l: verify exit $rc after $((SECONDS - t0))s: $(head -n 4 <<<"$out")"
+    fi
+}
+log "9: begins at ${SECONDS}s"
+wait_caught_up 1 30 || fail "9: the slave did not catch up"
+B0="$(pstat 1 blackhole)"
+proxy_set 1 blackhole
+verify_silent "blackholed slave link"
+[ "$(pstat 1 blackhole)" -gt "$B0" ] && pass "9: the slave's proxy swallowed the VERIFY" ||
+    fail "9: the slave's proxy swallowed nothing: $(proxy_stats 1)"
+proxy_set 1 pass
+SP="$(cl_daemon_pid 1)"
+kill -STOP "$SP"
+verify_silent "stopped slave"
+kill -CONT "$SP"
+out="$(timeout 120 "$REPLFS" verify "$M" 2>&1)" && pass "9: healed: verify exits 0" ||
+    fail "9: healed: verify exited $?: $(head -n 4 <<<"$out")"
+cluster_stop 1 || fatal "9: slave did not stop"
+REPLFS_FAULT="verify:hash=stall25" cluster_start_slave 1 || fatal "9: slave did not restart"
+wait_caught_up 1 30 || fail "9: the restarted slave did not catch up"
+t0=$SECONDS
+out="$(timeout 120 "$REPLFS" verify "$M" 2>&1)"
+rc=$?
+if [ $rc -eq 0 ] && [ $((SECONDS - t0)) -ge 25 ]; then
+    pass "9: a slave hashing for 25 s is verified (exit 0 after $((SECONDS - t0))s)"
+else
+    fail "9: slow slave: verify exit $rc after $((SECONDS - t0))s: $(head -n 4 <<<"$out")"
+fi
+grep -q "fault point verify:hash (arrival 1): stalling 25 s" "${CL_LOG[1]}" &&
+    pass "9: the slave's hashing was stalled (its log says so)" ||
+    fail "9: the stall did not fire: $(grep -i fault "${CL_LOG[1]}" | tail -n 3)"
 
 # ================================================================== 8. partitioned master
 # Opt-in (NETFAULT_MASTER=1, ~30 s more): a new cluster, --sync with two slaves; the

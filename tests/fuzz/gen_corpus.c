@@ -303,7 +303,7 @@ static void gen_wire(void)
 		 "\"epoch\":3,\"history\":[[1,1],[2,10],[3,20]],\"peers\":%s,\"truncate_to\":9}",
 		 peers);
 	wire_json("welcome", REPL_MSG_WELCOME, json);
-	wire_json("fetch", REPL_MSG_FETCH, "{\"from\":13,\"acked\":12,\"wait_ms\":1000}");
+	wire_json("fetch", REPL_MSG_FETCH, "{\"from\":13,\"acked\":12,\"wait_ms\":1000,\"verifying\":0}");
 	wire_json("ack", REPL_MSG_ACK, "{\"acked\":12}");
 	snprintf(json, sizeof(json), "{\"peers\":%s}", peers);
 	wire_json("acked", REPL_MSG_ACKED, json);

@@ -6,6 +6,7 @@
 #include "../../utils/utils.h"
 
 #include <errno.h>
+#include <time.h>
 
 static void set_rules(const char *spec)
 {
@@ -85,6 +86,26 @@ static void test_names_with_digits(void **state)
 	set_rules(NULL);
 }
 
+static void test_stall(void **state)
+{
+	struct timespec t0, t1;
+
+	(void)state;
+	/* bad stalls are ignored: no seconds, zero, not digits, too long */
+	set_rules("a=stall,b=stall0,c=stallx,d=stall12345,e=stall1x");
+	assert_int_equal(fault_enabled, 0);
+	set_rules("s:2=stall1");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(fault_check("s"), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true(t1.tv_sec - t0.tv_sec < 1 || (t1.tv_sec - t0.tv_sec == 1 && t1.tv_nsec < t0.tv_nsec));
+	assert_int_equal(fault_check("s"), 0); /* sleeps, then goes on: no error */
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(secs >= 0.99 && secs < 5);
+	set_rules(NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -94,6 +115,7 @@ int main(void)
 		cmocka_unit_test(test_every_arrival_and_lists),
 		cmocka_unit_test(test_bad_rules_ignored),
 		cmocka_unit_test(test_names_with_digits),
+		cmocka_unit_test(test_stall),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
