@@ -242,6 +242,53 @@ out:
  * Name changes
  * ------------------------------------------------------------------------ */
 
+/* A slave applying a record whose names the kernel holds open files under
+ * (fs/held.c) sets this thread's mount root: the unlink or rename itself then
+ * goes through the mount, so libfuse and the kernel move their nodes with it
+ * and an open file keeps its own inode. Everything else of the record (the
+ * parents' mtimes) is still done here, on the cache. */
+static __thread int apply_mntfd = -1;
+
+void apply_through_mount(int mntfd)
+{
+	apply_mntfd = mntfd;
+}
+
+/* unlinkat() or renameat2() of names under the directory dirfd, each name's
+ * parent resolved beneath it like any record path. */
+static int names_change(int dirfd, int op, const char *from, const char *to, unsigned flags)
+{
+	const struct apply_ctx at = { .datafd = dirfd, .stagingfd = -1 };
+	char p1[PATH_MAX], p2[PATH_MAX];
+	const char *n1, *n2 = NULL;
+	int fd1, fd2 = -1, rc = 0;
+
+	fd1 = get_parent(&at, from, p1, &n1);
+	if (fd1 < 0)
+		return fd1;
+	if (to && (fd2 = get_parent(&at, to, p2, &n2)) < 0) {
+		put_parent(&at, fd1);
+		return fd2;
+	}
+	if (op == REC_UNLINK || op == REC_RMDIR)
+		rc = unlinkat(fd1, n1, op == REC_RMDIR ? AT_REMOVEDIR : 0);
+	else
+		rc = renameat2(fd1, n1, fd2, n2, flags);
+	if (rc < 0)
+		rc = -errno;
+	put_parent(&at, fd2);
+	put_parent(&at, fd1);
+	return rc;
+}
+
+int apply_names_direct(const struct apply_ctx *ac, int op, const char *from, const char *to,
+		       unsigned flags)
+{
+	if (!*from || (to && !*to))
+		return -EBUSY;
+	return names_change(ac->datafd, op, from, to, flags);
+}
+
 static int apply_remove(const struct apply_ctx *ac, const struct rec *r)
 {
 	char parent[PATH_MAX];
@@ -253,9 +300,11 @@ static int apply_remove(const struct apply_ctx *ac, const struct rec *r)
 	pfd = get_parent(ac, r->path, parent, &name);
 	if (pfd < 0)
 		return pfd;
-	if (unlinkat(pfd, name, r->op == REC_RMDIR ? AT_REMOVEDIR : 0) < 0)
+	if (apply_mntfd >= 0 && r->op == REC_UNLINK)
+		rc = names_change(apply_mntfd, r->op, r->path, NULL, 0);
+	else if (unlinkat(pfd, name, r->op == REC_RMDIR ? AT_REMOVEDIR : 0) < 0)
 		rc = -errno;
-	else
+	if (rc == 0)
 		touch_mtime_fd(pfd, r);
 	put_parent(ac, pfd);
 	return rc;
@@ -278,12 +327,12 @@ static int apply_two_names(const struct apply_ctx *ac, const struct rec *r)
 		return fd2;
 	}
 	if (r->op == REC_LINK)
-		rc = linkat(fd1, n1, fd2, n2, 0);
+		rc = linkat(fd1, n1, fd2, n2, 0) < 0 ? -errno : 0;
+	else if (apply_mntfd >= 0)
+		rc = names_change(apply_mntfd, r->op, r->path, r->path2, r->arg);
 	else
-		rc = renameat2(fd1, n1, fd2, n2, r->arg);
-	if (rc < 0) {
-		rc = -errno;
-	} else {
+		rc = renameat2(fd1, n1, fd2, n2, r->arg) < 0 ? -errno : 0;
+	if (rc == 0) {
 		if (r->op == REC_RENAME)
 			touch_mtime_fd(fd1, r);
 		touch_mtime_fd(fd2, r);

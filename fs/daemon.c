@@ -500,6 +500,8 @@ int fs_mount_main(int argc, char **argv)
 		goto fail;
 	}
 	fc.fuse = f;
+	fc.mountpoint = mnt_abs ? mnt_abs : mnt;
+	held_clean_stale(st.stagingfd); /* open files a crash left held */
 	if (fuse_mount(f, mnt_abs ? mnt_abs : mnt) != 0) {
 		log_error("cannot mount on %s (see the message above)", mnt);
 		rc = -EIO;
@@ -519,6 +521,7 @@ int fs_mount_main(int argc, char **argv)
 	struct repl_node node = { .st = &st, .journal = j, .commit = &c,
 				  .mountpoint = mnt_abs ? mnt_abs : mnt,
 				  .invalidate = slave_invalidate, .data_swapped = slave_data_swapped,
+				  .apply_record = held_apply,
 				  .cb_arg = &fc, .apply_lock = fc.apply_lock,
 				  .role_changed = role_changed };
 	if ((rc = repl_start(&cfg.ro, &node, &repl, err, sizeof(err))) < 0) {
@@ -578,6 +581,7 @@ int fs_mount_main(int argc, char **argv)
 	fuse_loop_cfg_set_idle_threads(lc, 8);
 	rc = fuse_loop_mt(f, lc);
 	fuse_loop_cfg_destroy(lc);
+	links_stop();
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping: final checkpoint");
 	fuse_remove_signal_handlers(fuse_get_session(f));
 	fuse_unmount(f);
@@ -599,6 +603,7 @@ int fs_mount_main(int argc, char **argv)
 		 journal_appended_lsn(j));
 	fuse_destroy(f);
 	links_free();
+	held_free();
 	store_pid_remove(&st);
 	commit_release(&c);
 	for (int i = 0; i < n_old_datafds; i++)
@@ -621,8 +626,10 @@ fail_unmount:
 		close(tty_fd);
 	}
 fail:
-	if (f)
+	if (f) {
+		links_stop();
 		fuse_destroy(f);
+	}
 	if (commit_ready)
 		commit_release(&c);
 	journal_close(j);

@@ -203,6 +203,15 @@ int apply_record_cached(const struct apply_ctx *ac, struct apply_fdcache *fc,
 			const struct rec *r);
 /* Opens path beneath the data directory without following any symlink. */
 int apply_open_beneath(const struct apply_ctx *ac, const char *path, int flags);
+/* From now on in this thread, the unlink or rename of a record applied goes
+ * through the mount whose root is mntfd (-1: back to the cache directly), so
+ * the kernel's and libfuse's nodes follow the change (fs/held.c). */
+void apply_through_mount(int mntfd);
+/* Just the unlink (to NULL) or rename of op REC_UNLINK/REC_RMDIR/REC_RENAME
+ * on the cache, paths resolved like a record's, nothing else touched: the
+ * cache side of a change made through the mount. */
+int apply_names_direct(const struct apply_ctx *ac, int op, const char *from, const char *to,
+		       unsigned flags);
 
 /* ======================================================================
  * Store (store.c) — a node's directory: identity, data, journal, state.

@@ -28,6 +28,8 @@
 struct fs_file {
 	int fd;           /* -1 for the control file */
 	int append;
+	ino_t ino;        /* counted open in held.c when noted */
+	int noted;
 	char *text;       /* the control file's contents, fixed at open */
 	size_t text_len;
 };
@@ -158,8 +160,12 @@ static int getattr_unguarded(const char *path, struct stat *st, struct fuse_file
 {
 	int rc;
 
+	char held[64];
+
 	if (fi)
 		rc = fstat(fh(fi)->fd, st);
+	else if (held_find(path_rel(path), held, sizeof(held)))
+		rc = fstatat(ctx()->st->stagingfd, held, st, AT_SYMLINK_NOFOLLOW);
 	else
 		rc = fstatat(ctx()->datafd, rel_at(path), st, AT_SYMLINK_NOFOLLOW);
 	if (rc < 0)
@@ -336,10 +342,12 @@ static int open_cache_file(const char *path, int flags, struct fuse_file_info *f
 
 	if (!f)
 		return -ENOMEM;
+	char held[64];
+	int held_fd = held_find(path_rel(path), held, sizeof(held)) ? ctx()->st->stagingfd : -1;
 	/* Written files are opened read-write so the same fd serves the apply
 	 * step; O_APPEND is resolved by commit (offsets are logged), O_DIRECT has
 	 * no meaning for the cache copy. */
-	fd = openat(ctx()->datafd, rel_at(path),
+	fd = openat(held_fd >= 0 ? held_fd : ctx()->datafd, held_fd >= 0 ? held : rel_at(path),
 		    (acc == O_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		int rc = -errno;
@@ -347,6 +355,13 @@ static int open_cache_file(const char *path, int flags, struct fuse_file_info *f
 		return rc;
 	}
 	f->fd = fd;
+	/* A node that may be a slave counts its open files (held.c). */
+	struct stat st;
+	if (ctx()->apply_lock && fstat(fd, &st) == 0) {
+		f->ino = st.st_ino;
+		f->noted = 1;
+		held_open_note(st.st_ino, 1);
+	}
 	f->append = !!(flags & O_APPEND);
 	fi->fh = (uintptr_t)f;
 	return 0;
@@ -433,6 +448,8 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
+	if (fh(fi)->noted)
+		held_open_note(fh(fi)->ino, -1);
 	if (fh(fi)->fd >= 0)
 		close(fh(fi)->fd);
 	free(fh(fi)->text);
@@ -585,6 +602,12 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	}
 	f->fd = fd;
 	f->append = !!(fi->flags & O_APPEND);
+	struct stat st;
+	if (ctx()->apply_lock && fstat(fd, &st) == 0) {
+		f->ino = st.st_ino;
+		f->noted = 1;
+		held_open_note(st.st_ino, 1);
+	}
 	fi->fh = (uintptr_t)f;
 	return 0;
 }
@@ -617,6 +640,12 @@ static int fs_symlink(const char *target, const char *path)
 
 static int fs_unlink(const char *path)
 {
+	/* libfuse's last close of a file it hid on a slave (held.c) */
+	if (held_release(ctx(), path_rel(path)) == 0)
+		return 0;
+	if (held_internal(ctx()))
+		return held_unlink(ctx(), path_rel(path));
+
 	struct rec r = { .op = REC_UNLINK, .path = path_rel(path) };
 	ino_t ino = multi_linked(path);
 	int rc = commit(&r, -1, NULL);
@@ -645,6 +674,8 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 
 	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
+	if (held_internal(ctx()))
+		return held_rename(ctx(), path_rel(from), path_rel(to), flags);
 	moved = multi_linked(from);
 	replaced = multi_linked(to);
 	rc = commit(&r, -1, NULL);
@@ -741,11 +772,12 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
 		return -EFBIG;
 	if (fh(fi)->append)
 		r.flags |= REC_F_APPEND;
+	int writing = links_write_begin(path);
 	rc = commit(&r, fh(fi)->fd, NULL);
-	if (rc < 0)
-		return rc;
-	after_change(path, fh(fi)->fd);
-	return (int)size;
+	if (rc == 0)
+		after_change(path, fh(fi)->fd);
+	links_write_end(writing);
+	return rc < 0 ? rc : (int)size;
 }
 
 static int fs_fallocate(const char *path, int mode, off_t off, off_t len,

@@ -273,9 +273,11 @@ struct verify_entry {
 	uint64_t size;           /* regular files, else 0 */
 	uint64_t rdev;           /* character and block devices, else 0 */
 	const char *target;      /* symlinks: the target, else "" */
-	const char *link;        /* a further name of a file: the path the
-				  * snapshot met first (attributes and content
-				  * are that file's), else "" */
+	const char *link;        /* a name of an inode with several names
+				  * (any type but a directory): the smallest
+				  * path (strcmp) of them, "" for that one
+				  * itself and for a single name; attributes
+				  * and content are the inode's */
 	uint8_t xattr_digest[VERIFY_DIGEST];
 	uint32_t xattr_count;
 	uint32_t xattr_names_len;
@@ -332,6 +334,7 @@ const struct verify_entry *verify_manifest_find(const struct verify_manifest *m,
 #define VERIFY_TARGET 0x080
 #define VERIFY_XATTR 0x100
 #define VERIFY_RDEV 0x200
+#define VERIFY_LINK 0x400    /* not the same names share its inode */
 
 struct verify_diff {
 	const char *path;
@@ -355,7 +358,8 @@ void verify_diffs_free(struct verify_diff *d, size_t n);
 int verify_diff_describe(const struct verify_diff *d, const struct verify_manifest *m,
 			 const struct verify_manifest *s, char *buf, size_t len);
 /* 0 when no record can fix d without changing the master: a TYPE, symlink
- * TARGET or RDEV difference, or xattrs of a symlink. verify_repair skips it. */
+ * TARGET, RDEV or LINK difference, or xattrs of a symlink. verify_repair
+ * skips it. */
 int verify_diff_repairable(const struct verify_diff *d);
 
 struct verify_repair_stats {

@@ -16,6 +16,12 @@
  * names of the same inode become HARDLINK entries. (The original design put
  * a full mirror of the directory tree in the snapshot dir; one flat link per
  * inode is all the sender needs and costs fewer syscalls under the lock.)
+ * Symlinks, fifos, sockets and devices are recorded whole in memory, so they
+ * get no link in STORE/snapshots/ and the hook never copies them; but the
+ * same inode under several names (st_nlink > 1: `ln symlink s2`, `ln fifo
+ * f2`) is one group too: its first name is a SYMLINK or NODE entry, every
+ * further name a HARDLINK entry to it, found by inode number in a table of
+ * their own (s->multi), apart from the regular files the hook looks up.
  *
  * Then it installs snapshot_before_apply() as commit's before_apply hook.
  * Before the master applies a record that changes a regular file inode in
@@ -77,10 +83,19 @@
  *       32 u32 path_len  36 u32 target_len  40 u32 xattr_len  44 u32 0
  *       48 path (relative, "" only for the first entry: the root DIR)
  *          target (SYMLINK: the link's target; HARDLINK: the path of an
- *          earlier FILE entry), xattr block (DIR, SYMLINK, NODE)
+ *          earlier FILE, SYMLINK or NODE entry, the inode's first name),
+ *          xattr block (DIR, SYMLINK, NODE)
  *      48 + path_len + target_len + xattr_len is the body length, and
  *      mtime_nsec < 10^9. A FILE entry is followed by its content as DATA
  *      and HOLE items adding up to exactly size bytes, then one FXATTR item.
+ *      A HARDLINK carries path and target only (the fixed fields are zero,
+ *      no xattrs): the receiver links its path to the target's inode, of
+ *      whatever type but a directory, so owner, mode, times and xattrs are
+ *      the first entry's. (Until HARDLINK covered symlinks and nodes,
+ *      senders sent one SYMLINK or NODE entry per name, and receivers
+ *      refused a HARDLINK to anything but a regular file: an old slave
+ *      fails such an install with EINVAL rather than split the group. The
+ *      layout did not change, so the version stays 1.)
  *   7 DATA     the next body-length bytes of the file
  *   8 HOLE     u64 length: the next bytes of the file are a hole (zeros)
  *   9 FXATTR   xattr block of the file just sent; ends the file
@@ -98,7 +113,8 @@
  * the other refuses too.
  *
  * Entries come in an order the receiver can create them in: a directory
- * before anything inside it, a FILE before its HARDLINKs. The receiver
+ * before anything inside it, the first name of an inode (FILE, SYMLINK,
+ * NODE) before its HARDLINKs. The receiver
  * creates content first, then owner, then mode (so set-id bits survive),
  * then xattrs, then times; directory times at the very end, after their
  * children stopped changing them.
@@ -306,7 +322,8 @@ struct snap_entry {
 	int64_t mtime_sec;
 	uint64_t size_or_rdev;
 	size_t path;             /* arena offset, NUL-terminated */
-	size_t extra;            /* SYMLINK: target (arena); FILE/HARDLINK: file index */
+	size_t extra;            /* SYMLINK: target (arena); FILE: file index;
+				  * HARDLINK: the entry of the inode's first name */
 	size_t xattr_off;        /* arena: xattr block of a DIR/SYMLINK/NODE */
 	uint32_t xattr_len;
 };
@@ -340,6 +357,11 @@ struct snapshot {
 	size_t nfiles, files_cap;
 	uint32_t *hash;          /* file index + 1, 0 = empty; open addressing */
 	size_t hash_mask;
+	/* Symlinks and nodes with st_nlink > 1: inode -> first entry. Apart
+	 * from files and hash, which the hook and snapshot_extra_links()
+	 * search: these inodes are not linked, copied nor shared. */
+	struct ino_slot *multi;
+	size_t nmulti, multi_mask;
 
 	_Atomic uint64_t copied_files, copied_bytes, released_files, switches;
 };
@@ -401,6 +423,52 @@ static int file_add(struct snapshot *s, uint64_t ino, size_t entry, size_t *idx)
 	*idx = s->nfiles++;
 	s->files[*idx] = (struct snap_file){ .ino = ino, .entry = entry };
 	hash_put(s, *idx);
+	return 0;
+}
+
+struct ino_slot {
+	uint64_t ino;
+	size_t entry1;           /* entry index + 1, 0 = empty */
+};
+
+/* The first entry of the multiply linked symlink or node ino, or -1. */
+static ssize_t multi_find(const struct snapshot *s, uint64_t ino)
+{
+	if (!s->multi)
+		return -1;
+	for (size_t i = ino_mix(ino) & s->multi_mask;; i = (i + 1) & s->multi_mask) {
+		if (!s->multi[i].entry1)
+			return -1;
+		if (s->multi[i].ino == ino)
+			return (ssize_t)(s->multi[i].entry1 - 1);
+	}
+}
+
+static void multi_put(struct ino_slot *t, size_t mask, struct ino_slot v)
+{
+	size_t i = ino_mix(v.ino) & mask;
+
+	while (t[i].entry1)
+		i = (i + 1) & mask;
+	t[i] = v;
+}
+
+static int multi_add(struct snapshot *s, uint64_t ino, size_t entry)
+{
+	if (2 * (s->nmulti + 1) > s->multi_mask + 1 || !s->multi) {
+		size_t size = s->multi ? 2 * (s->multi_mask + 1) : 256;
+		struct ino_slot *t = calloc(size, sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		for (size_t i = 0; s->multi && i <= s->multi_mask; i++)
+			if (s->multi[i].entry1)
+				multi_put(t, size - 1, s->multi[i]);
+		free(s->multi);
+		s->multi = t;
+		s->multi_mask = size - 1;
+	}
+	multi_put(s->multi, s->multi_mask, (struct ino_slot){ .ino = ino, .entry1 = entry + 1 });
+	s->nmulti++;
 	return 0;
 }
 
@@ -466,15 +534,33 @@ static int freeze_child(struct snapshot *s, int dfd, const char *dir_path, const
 	if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dfd, name);
-	switch (sb.st_mode & S_IFMT) {
-	case S_IFREG: {
-		ssize_t f = file_find(s, sb.st_ino);
-		if (f >= 0) {
+	/* A further name of an inode met before, of any type but a directory:
+	 * a HARDLINK to its first entry, so the receiver links the names
+	 * rather than making one inode per name. */
+	if (!S_ISDIR(sb.st_mode)) {
+		ssize_t first = -1;
+		if (S_ISREG(sb.st_mode)) {
+			ssize_t f = file_find(s, sb.st_ino);
+			if (f >= 0)
+				first = (ssize_t)s->files[f].entry;
+		} else if (sb.st_nlink > 1) {
+			first = multi_find(s, sb.st_ino);
+		}
+		if (first >= 0) {
 			if ((rc = entry_add(s, IT_HARDLINK, path, &sb)) < 0)
 				return rc;
-			s->ents[s->nents - 1].extra = (size_t)f;
+			s->ents[s->nents - 1].extra = (size_t)first;
 			return 0;
 		}
+	}
+	/* A symlink or node is frozen whole in memory below (the hook copies
+	 * regular files only), so its first name needs no link of its own
+	 * under STORE/snapshots/ either: only the lookup of further names. */
+	if (!S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode) && sb.st_nlink > 1 &&
+	    (rc = multi_add(s, sb.st_ino, s->nents)) < 0)
+		return rc;
+	switch (sb.st_mode & S_IFMT) {
+	case S_IFREG: {
 		if ((rc = entry_add(s, IT_FILE, path, &sb)) < 0 ||
 		    (rc = file_add(s, sb.st_ino, s->nents - 1, &idx)) < 0)
 			return rc;
@@ -561,6 +647,7 @@ static void snapshot_free(struct snapshot *s)
 	bytebuf_free(&s->arena);
 	free(s->files);
 	free(s->hash);
+	free(s->multi);
 	free(s);
 }
 
@@ -911,7 +998,7 @@ static int queue_entry(struct snapshot_reader *r, size_t ei)
 	if (e->kind == IT_SYMLINK)
 		target = (char *)s->arena.p + e->extra;
 	else if (e->kind == IT_HARDLINK)
-		target = (char *)s->arena.p + s->ents[s->files[e->extra].entry].path;
+		target = (char *)s->arena.p + s->ents[e->extra].path;
 	tl = strlen(target);
 	len = (uint32_t)(ENTRY_FIXED + pl + tl + xl);
 	r->item.len = 0;
@@ -1795,8 +1882,11 @@ static int install_entry(struct snapshot_install *in, uint32_t itype, const uint
 		tname = path_split(target, tparent, sizeof(tparent));
 		if ((tfd = apply_open_beneath(&in->ac, tparent, O_RDONLY | O_DIRECTORY)) < 0)
 			return tfd;
+		/* Any type but a directory (the kernel refuses those anyway);
+		 * linkat() without AT_SYMLINK_FOLLOW names a symlink itself,
+		 * never what it points at. */
 		rc = fstatat(tfd, tname, &sb, AT_SYMLINK_NOFOLLOW) < 0 ? -errno
-		     : !S_ISREG(sb.st_mode)				   ? -EINVAL
+		     : S_ISDIR(sb.st_mode)				   ? -EINVAL
 		     : linkat(tfd, tname, pfd, name, 0) < 0		   ? -errno
 									   : 0;
 		close(tfd);

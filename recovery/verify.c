@@ -14,10 +14,19 @@
  * (character and block devices), symlink target, a digest of the xattrs and
  * their names, and for regular files one digest per VERIFY_BLOCK (1 MiB)
  * block plus a whole-content digest. Times are left out: a verify must not
- * report the atime of a read. A further name of a hard-linked file
- * (HARDLINK item) carries its file's attributes and digests, and the name
- * the snapshot met first in `link`; paths are compared one by one, link
- * structure is not.
+ * report the atime of a read.
+ *
+ * HARD LINKS. Every name of an inode with several names (a HARDLINK item
+ * and the FILE, SYMLINK or NODE it names: any type but a directory)
+ * carries the inode's attributes and digests, and in `link` the smallest
+ * (strcmp) of the inode's names, "" for that smallest name itself and for
+ * an inode with one name. Inode numbers differ between nodes and so does
+ * the name a snapshot meets first (readdir order), the smallest name does
+ * not: two trees have equal `link` at every path exactly when the same
+ * names share an inode. Comparing `link` path by path (VERIFY_LINK) thus
+ * sees a group split, merged or rearranged, at the names whose group
+ * changed. (Version 1 put the first name met in `link`, for regular files
+ * only, and did not compare it.)
  *
  * Every digest is BLAKE2b-256 (crypto_generichash, no key):
  *   block   the block's bytes, holes as zeros (a sparse file and a dense one
@@ -28,11 +37,11 @@
  *           le32(name length) le32(value length) name value
  *
  * ======================================================================
- * MANIFEST ENCODING, version 1 (all integers little-endian)
+ * MANIFEST ENCODING, version 2 (all integers little-endian)
  * ======================================================================
  *   header, 64 bytes
  *      0  8 magic "RPLFSVFY"
- *      8  4 version = 1
+ *      8  4 version = 2
  *     12  4 flags = 0
  *     16  8 lsn          24 8 epoch           of the snapshot
  *     32  8 entries      40 8 files           (regular files not `link`)
@@ -57,7 +66,8 @@
  * fill the bytes between header and checksum exactly; every path passes
  * path_check() and the order is strict (so no path twice); the type is a
  * known one and the fields it does not use are zero or empty; a symlink's
- * target is not empty; a `link` names a regular file entry that has no link
+ * target is not empty; a `link` names an entry before it (the group's
+ * smallest name) of the same type, not a directory, that has no link
  * itself; files and file_bytes match the entries. The bytes travel sealed,
  * but a manifest is parsed as if they did not.
  *
@@ -88,13 +98,17 @@
  *            master now lacks.
  *   missing  (the master has the path, the slave does not): the creating
  *            record (CREATE, MKDIR, SYMLINK, MKNOD) then content, owner,
- *            mode, xattrs, times as above. A further name of a file the
- *            master still has under its first name is made with LINK after
- *            every other creation. On the master the creation fails with
- *            EEXIST and changes nothing: apply_new_object() builds the
- *            object unnamed (O_TMPFILE or in staging) and names it with
- *            linkat() or renameat2(RENAME_NOREPLACE), which refuse an
- *            existing name; LINK is linkat() too.
+ *            mode, xattrs, times as above. A further name of an inode the
+ *            master still has under the group's smallest name is made with
+ *            LINK from it after every other creation; the smallest name,
+ *            when lost while the slave keeps other names of the group, with
+ *            LINK from one of those (its diff says LINK, see below), so it
+ *            does not become an inode of its own. On the master the
+ *            creation fails with EEXIST and changes nothing:
+ *            apply_new_object() builds the object unnamed (O_TMPFILE or in
+ *            staging) and names it with linkat() or
+ *            renameat2(RENAME_NOREPLACE), which refuse an existing name;
+ *            LINK is linkat() too.
  *   extra    (the slave has the path, the master does not): UNLINK or RMDIR,
  *            deepest first. On the master: ENOENT (or ENOTDIR, ELOOP on the
  *            way there), nothing changed.
@@ -111,8 +125,11 @@
  * commit.c). A slave applies them and succeeds where it differed.
  *
  * Not repairable, skipped and counted: a TYPE difference, a symlink TARGET,
- * a device's RDEV and a symlink's xattrs. No record changes these in place,
- * and removing and re-creating the object would change the master. Skipped
+ * a device's RDEV, a symlink's xattrs and a LINK difference (a name that is
+ * its own inode on the slave and a link on the master, or the reverse). No
+ * record changes these in place, and removing and re-creating the object
+ * would change the master. (A LINK diff whose only cause was a lost
+ * smallest name is gone after that name's repair, though counted here.) Skipped
  * as "changed": a path whose object on the master is no longer of the type
  * the master's manifest had, a missing path the master no longer has, an
  * extra path the master has now. Records since X did something there that
@@ -142,7 +159,7 @@
 
 /* The manifest encoding. */
 #define MF_MAGIC "RPLFSVFY"
-#define MF_VERSION 1u
+#define MF_VERSION 2u
 #define MF_HEAD 64u
 #define MF_ENTRY 112u
 #define MF_SUM VERIFY_DIGEST
@@ -454,6 +471,8 @@ static int parse_entry(struct verify_builder *b, uint32_t type, const uint8_t *p
 		b->cap = cap;
 	}
 	e = &b->ents[b->n];
+	/* A HARDLINK's mode is a stand-in until link_groups() gives it the
+	 * attributes of the name it links to. */
 	*e = (struct bent){ .mode = type == IT_HARDLINK ? S_IFREG : mode,
 			    .uid = le_get32(p + 4), .gid = le_get32(p + 8) };
 	if (type == IT_FILE)
@@ -561,11 +580,75 @@ int verify_builder_feed(struct verify_builder *b, const void *buf, size_t len)
 	return rc;
 }
 
+/* Entries sorted by path, `link` still as the stream had it (a HARDLINK's
+ * target: the inode's first name met, which depends on readdir order): each
+ * further name takes the attributes and digests of its first name, then
+ * every name of a group gets the group's smallest path as `link` but that
+ * smallest name itself, which gets "". Two trees then agree on every path's
+ * `link` exactly when the same names share an inode, whatever the inode
+ * numbers and readdir orders of the nodes. -EBADMSG when a HARDLINK names
+ * no entry, a directory or another HARDLINK; -ENOMEM. */
+static int link_groups(struct verify_entry *v, size_t n)
+{
+	struct verify_manifest tmp = { .entries = v, .n = n };
+	size_t *first = NULL; /* HARDLINK: its first name's index, else SIZE_MAX */
+	size_t *least = NULL; /* first name: its group's smallest index, else SIZE_MAX */
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < n && !v[i].link[0]; i++)
+		;
+	if (i == n)
+		return 0; /* no hard links */
+	first = malloc(n * sizeof(*first));
+	least = malloc(n * sizeof(*least));
+	if (!first || !least) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const struct verify_entry *f;
+		first[i] = least[i] = SIZE_MAX;
+		if (!v[i].link[0])
+			continue;
+		f = verify_manifest_find(&tmp, v[i].link);
+		if (!f || f->type == S_IFDIR || f->link[0]) {
+			rc = -EBADMSG; /* a HARDLINK names an earlier FILE, SYMLINK or NODE */
+			goto out;
+		}
+		first[i] = (size_t)(f - v);
+	}
+	/* Sorted by path: the smallest index is the smallest path. */
+	for (i = 0; i < n; i++) {
+		size_t g = first[i];
+		if (g == SIZE_MAX)
+			continue;
+		size_t k = g < i ? g : i;
+		if (k < least[g])
+			least[g] = k;
+	}
+	for (i = 0; i < n; i++) {
+		size_t g = first[i] == SIZE_MAX ? i : first[i];
+		const char *path = v[i].path;
+		if (least[g] == SIZE_MAX)
+			continue; /* a single name */
+		if (g != i)
+			v[i] = v[g];
+		v[i].path = path;
+		v[i].link = least[g] == i ? "" : v[least[g]].path;
+	}
+out:
+	free(first);
+	free(least);
+	return rc;
+}
+
 int verify_builder_finish(struct verify_builder *b, struct verify_manifest *m)
 {
 	const struct snapshot_head *h = snapshot_items_head(b->items);
 	struct verify_entry *v;
 	const char *a;
+	int rc;
 
 	if (b->err)
 		return b->err;
@@ -592,19 +675,12 @@ int verify_builder_finish(struct verify_builder *b, struct verify_manifest *m)
 	for (size_t i = 1; i < b->n; i++)
 		if (strcmp(v[i - 1].path, v[i].path) == 0)
 			goto bad;
-	struct verify_manifest tmp = { .entries = v, .n = b->n };
-	for (size_t i = 0; i < b->n; i++) {
-		const struct verify_entry *f;
-		if (!v[i].link[0])
-			continue;
-		f = verify_manifest_find(&tmp, v[i].link);
-		if (!f || f->type != S_IFREG || f->link[0])
-			goto bad; /* HARDLINK names an earlier FILE */
-		const char *path = v[i].path, *link = v[i].link;
-		v[i] = *f;
-		v[i].path = path;
-		v[i].link = link;
+	if ((rc = link_groups(v, b->n)) == -ENOMEM) {
+		free(v);
+		return rc; /* not the stream's fault: not sticky */
 	}
+	if (rc < 0)
+		goto bad;
 	*m = (struct verify_manifest){ .entries = v, .n = b->n, .lsn = h->lsn, .epoch = h->epoch,
 				       .files = b->files, .file_bytes = b->file_bytes,
 				       .bytes_hashed = b->hashed, .mem = b->arena.p };
@@ -778,7 +854,7 @@ static int decode_entry(const uint8_t *mem, size_t *pos, size_t end, struct veri
 	*pos += xl;
 	/* Each type uses its own fields; the rest must be empty. */
 	special = e->type == S_IFCHR || e->type == S_IFBLK;
-	if ((e->type == S_IFLNK) != (tl > 0) || (e->type != S_IFREG && ll) ||
+	if ((e->type == S_IFLNK) != (tl > 0) || (e->type == S_IFDIR && ll) ||
 	    (!special && e->rdev) ||
 	    (e->type != S_IFREG && (e->size || memcmp(e->digest, nothing, VERIFY_DIGEST))))
 		return -EBADMSG;
@@ -837,11 +913,12 @@ int verify_manifest_decode(const uint8_t *buf, size_t len, struct verify_manifes
 	if (pos != end)
 		goto bad;
 	for (size_t i = 0; i < t.n; i++) {
-		const struct verify_entry *f;
-		if (!t.entries[i].link[0])
+		const struct verify_entry *e = &t.entries[i], *f;
+		if (!e->link[0])
 			continue;
-		f = verify_manifest_find(&t, t.entries[i].link);
-		if (!f || f->type != S_IFREG || f->link[0])
+		/* The smallest name of the group: before e, of e's type, no link. */
+		f = verify_manifest_find(&t, e->link);
+		if (!f || f >= e || f->type != e->type || f->link[0])
 			goto bad;
 	}
 	t.lsn = le_get64(buf + 16);
@@ -891,6 +968,8 @@ static unsigned entry_diff(const struct verify_entry *m, const struct verify_ent
 			w |= VERIFY_RDEV;
 		break;
 	}
+	if (strcmp(m->link, s->link))
+		w |= VERIFY_LINK;
 	return w;
 }
 
@@ -1050,13 +1129,16 @@ int verify_diff_describe(const struct verify_diff *d, const struct verify_manife
 	if (d->what & VERIFY_RDEV)
 		ITEM("device %u:%u vs %u:%u", major(a->rdev), minor(a->rdev), major(b->rdev),
 		     minor(b->rdev));
+	if (d->what & VERIFY_LINK)
+		ITEM("hard links: smallest name of its inode \"%s\" vs \"%s\"",
+		     a->link[0] ? a->link : a->path, b->link[0] ? b->link : b->path);
 #undef ITEM
 	return cut ? -ENOBUFS : 0;
 }
 
 int verify_diff_repairable(const struct verify_diff *d)
 {
-	if (d->what & (VERIFY_TYPE | VERIFY_TARGET | VERIFY_RDEV))
+	if (d->what & (VERIFY_TYPE | VERIFY_TARGET | VERIFY_RDEV | VERIFY_LINK))
 		return 0;
 	if ((d->what & VERIFY_XATTR) && d->m && d->m->type == S_IFLNK)
 		return 0; /* the apply step refuses xattrs on symlinks */
@@ -1075,6 +1157,8 @@ struct rep {
 	uint8_t *xval;      /* XATTR_SIZE_MAX bytes */
 	char **dirs;        /* directories whose times to restore at the end */
 	size_t ndirs, dirs_cap;
+	const struct verify_diff *all; /* every diff of this repair */
+	size_t nall;
 };
 
 /* The master's object at a path now. */
@@ -1344,22 +1428,39 @@ static int repair_present(struct rep *x, const struct verify_diff *d, struct cur
 	return content ? put_times(x, path, o) : 0;
 }
 
-/* A further name of a file the master still has under its first name. */
-static int repair_link(struct rep *x, const struct verify_diff *d, struct cur *o, int *done)
+/* A missing name made as a further name of from, when the master still has
+ * from as the same inode as the missing name. */
+static int repair_link(struct rep *x, const char *from, const char *path, struct cur *o, int *done)
 {
 	struct cur f;
 	int rc;
 
 	*done = 0;
-	if ((rc = cur_open(x, d->m->link, &f)) < 0)
+	if ((rc = cur_open(x, from, &f)) < 0)
 		return rc;
-	if (f.exists && S_ISREG(f.sb.st_mode) && f.sb.st_ino == o->sb.st_ino &&
+	if (f.exists && !S_ISDIR(f.sb.st_mode) && f.sb.st_ino == o->sb.st_ino &&
 	    f.sb.st_dev == o->sb.st_dev) {
-		struct rec r = { .op = REC_LINK, .path = d->m->link, .path2 = d->path };
+		struct rec r = { .op = REC_LINK, .path = from, .path2 = path };
 		if ((rc = emit(x, &r)) == 0 && (rc = note_parent(x, o)) == 0)
 			*done = 1;
 	}
 	cur_close(&f);
+	return rc;
+}
+
+/* The smallest name of a group is missing (its link is ""): a name of the
+ * group that the slave does have differs by its LINK; the missing name is
+ * linked to that one rather than made a separate inode. */
+static int repair_link_sibling(struct rep *x, const struct verify_diff *d, struct cur *o, int *done)
+{
+	int rc = 0;
+
+	*done = 0;
+	for (size_t i = 0; i < x->nall && !*done && rc == 0; i++) {
+		const struct verify_diff *e = &x->all[i];
+		if ((e->what & VERIFY_LINK) && e->m && e->s && !strcmp(e->m->link, d->path))
+			rc = repair_link(x, e->path, d->path, o, done);
+	}
 	return rc;
 }
 
@@ -1372,7 +1473,10 @@ static int repair_missing(struct rep *x, const struct verify_diff *d, struct cur
 	int rc, done;
 
 	if (d->m->link[0]) {
-		if ((rc = repair_link(x, d, o, &done)) < 0 || done)
+		if ((rc = repair_link(x, d->m->link, path, o, &done)) < 0 || done)
+			return rc;
+	} else if (!S_ISDIR(o->sb.st_mode) && o->sb.st_nlink > 1) {
+		if ((rc = repair_link_sibling(x, d, o, &done)) < 0 || done)
 			return rc;
 	}
 	switch (o->sb.st_mode & S_IFMT) {
@@ -1487,7 +1591,7 @@ static int restore_dir_times(struct rep *x)
 int verify_repair(struct commit *c, const struct verify_diff *d, size_t n,
 		  struct verify_repair_stats *st)
 {
-	struct rep x = { .c = c, .st = st };
+	struct rep x = { .c = c, .st = st, .all = d, .nall = n };
 	const struct verify_diff **dp = NULL;
 	char line[512];
 	int rc = 0;

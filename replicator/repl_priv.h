@@ -69,6 +69,7 @@ struct replicator {
 	uint64_t verify_done;     /* points up to this one are served: ignore them */
 	uint64_t verify_snap_ns;  /* when verify_snap was taken (expiry) */
 	struct snapshot *verify_snap;  /* the tree frozen for a verify (either role) */
+	int verify_taking;       /* verify_lock: a thread is freezing it */
 	_Atomic int verify_live;
 	int verify_rc;
 	int announcers;          /* verify_lock: ANNOUNCE threads running */

@@ -221,6 +221,9 @@ struct repl_node {
 	/* The node's role changed: writable (a master) or not (a slave, a
 	 * deposed master); slave reads take apply_lock. */
 	void (*role_changed)(void *arg, int writable);
+	/* Slave: may apply a received record itself, without apply_lock (1, its
+	 * result in *rc), or leave it to the usual way (0). fs/held.c. */
+	int (*apply_record)(void *arg, struct commit *cm, struct rec *r, int *rc);
 };
 
 struct replicator;

@@ -927,11 +927,13 @@ static int apply_batch(struct repl_follower *f, struct batch *b)
 		}
 		if (b->h.verify_lsn && b->h.verify_lsn == commit_last_lsn(cm))
 			repl_verify_point(r, b->h.verify_lsn);
-		if (r->node.apply_lock)
-			pthread_rwlock_wrlock(r->node.apply_lock);
-		rc = commit_op(cm, &rec, -1, NULL);
-		if (r->node.apply_lock)
-			pthread_rwlock_unlock(r->node.apply_lock);
+		if (!r->node.apply_record || !r->node.apply_record(r->node.cb_arg, cm, &rec, &rc)) {
+			if (r->node.apply_lock)
+				pthread_rwlock_wrlock(r->node.apply_lock);
+			rc = commit_op(cm, &rec, -1, NULL);
+			if (r->node.apply_lock)
+				pthread_rwlock_unlock(r->node.apply_lock);
+		}
 		if (rc == -EPROTO) {
 			log_error("LSN %" PRIu64 " arrived out of order (expected %" PRIu64 ")",
 				  rec.lsn, commit_last_lsn(cm) + 1);

@@ -56,29 +56,41 @@ static void verify_progressed(void *arg, uint64_t bytes)
 
 static void take_verify_snapshot(struct replicator *r, uint64_t lsn)
 {
-	struct snapshot *s = NULL;
-	int rc;
+	struct snapshot *s = NULL, *unused = NULL;
+	int rc, wanted;
 
-	if (r->node.apply_lock)
-		pthread_rwlock_wrlock(r->node.apply_lock);
+	/* No other lock is held while the snapshot takes the order lock (nor
+	 * while a snapshot is put, which takes it too): the apply step may hold
+	 * the order lock while it goes through the mount (fs/held.c), and the
+	 * FUSE requests that causes may need verify_lock. The order lock alone
+	 * holds the apply step off while the tree is frozen. */
 	pthread_mutex_lock(&r->verify_lock);
-	if (r->verify_target == lsn && !r->verify_snap &&
-	    commit_last_lsn(r->node.commit) == lsn) {
-		rc = snapshot_create(r->node.st, r->node.commit, &s);
-		if (rc == 0 && snapshot_lsn(s) != lsn) {
-			snapshot_put(s);
-			s = NULL;
-			rc = -ESTALE;
-		}
+	wanted = r->verify_target == lsn && !r->verify_snap && !r->verify_taking &&
+		 commit_last_lsn(r->node.commit) == lsn;
+	if (wanted)
+		r->verify_taking = 1;
+	pthread_mutex_unlock(&r->verify_lock);
+	if (!wanted)
+		return;
+	rc = snapshot_create(r->node.st, r->node.commit, &s);
+	if (rc == 0 && snapshot_lsn(s) != lsn) {
+		unused = s;
+		s = NULL;
+		rc = -ESTALE;
+	}
+	pthread_mutex_lock(&r->verify_lock);
+	r->verify_taking = 0;
+	if (r->verify_target == lsn && !r->verify_snap) {
 		r->verify_snap = s;
 		r->verify_snap_ns = time_mono_ns();
 		atomic_store(&r->verify_live, s != NULL);
 		r->verify_rc = rc;
-		pthread_cond_broadcast(&r->verify_cond);
+	} else {
+		unused = s; /* the point moved on meanwhile */
 	}
+	pthread_cond_broadcast(&r->verify_cond);
 	pthread_mutex_unlock(&r->verify_lock);
-	if (r->node.apply_lock)
-		pthread_rwlock_unlock(r->node.apply_lock);
+	snapshot_put(unused);
 }
 
 void repl_verify_point(struct replicator *r, uint64_t lsn)
@@ -90,16 +102,17 @@ void repl_verify_point(struct replicator *r, uint64_t lsn)
 		pthread_mutex_unlock(&r->verify_lock);
 		return;
 	}
+	struct snapshot *old = NULL;
 	if (r->verify_target != lsn) {
 		/* A new point: an older frozen tree is of no use any more. */
-		if (r->verify_snap)
-			snapshot_put(r->verify_snap);
+		old = r->verify_snap;
 		r->verify_snap = NULL;
 		atomic_store(&r->verify_live, 0);
 		r->verify_rc = 0;
 		r->verify_target = lsn;
 	}
 	pthread_mutex_unlock(&r->verify_lock);
+	snapshot_put(old);
 	take_verify_snapshot(r, lsn);
 }
 
@@ -170,15 +183,17 @@ static enum MHD_Result verify_serve(struct replicator *r, struct MHD_Connection 
 		rc = verify_manifest_build(s, &man, verify_progressed, &vp);
 	repl_task_end(r, vp.task);
 	/* Once hashed, the frozen tree only costs copies: drop it. */
+	struct snapshot *frozen = NULL;
 	pthread_mutex_lock(&r->verify_lock);
 	if (r->verify_snap == s) {
-		snapshot_put(r->verify_snap);
+		frozen = r->verify_snap;
 		r->verify_snap = NULL;
 		atomic_store(&r->verify_live, 0);
 	}
 	if (x > r->verify_done)
 		r->verify_done = x;
 	pthread_mutex_unlock(&r->verify_lock);
+	snapshot_put(frozen);
 	snapshot_put(s);
 	if (rc == 0) {
 		rc = verify_manifest_encode(&man, &enc, &enclen);
@@ -285,11 +300,11 @@ static void *slave_job_main(void *arg)
 static void drop_master_snapshot(struct replicator *r)
 {
 	pthread_mutex_lock(&r->verify_lock);
-	if (r->verify_snap)
-		snapshot_put(r->verify_snap);
+	struct snapshot *s = r->verify_snap;
 	r->verify_snap = NULL;
 	atomic_store(&r->verify_live, 0);
 	pthread_mutex_unlock(&r->verify_lock);
+	snapshot_put(s);
 }
 
 /* One round: snapshot at X, every slave's manifest at X, compare. Fills
@@ -545,9 +560,10 @@ void repl_verify_expire(struct replicator *r)
 	 * provisional point) costs a copy of every file changed: not for long. */
 	if (!atomic_load(&r->verify_live) || !atomic_load(&r->is_slave))
 		return;
+	struct snapshot *old = NULL;
 	pthread_mutex_lock(&r->verify_lock);
 	if (r->verify_snap && time_mono_ns() - r->verify_snap_ns > 120ull * 1000000000ull) {
-		snapshot_put(r->verify_snap);
+		old = r->verify_snap;
 		r->verify_snap = NULL;
 		atomic_store(&r->verify_live, 0);
 		if (r->verify_target > r->verify_done)
@@ -555,4 +571,5 @@ void repl_verify_expire(struct replicator *r)
 		log_info("dropped a verify snapshot nobody asked for");
 	}
 	pthread_mutex_unlock(&r->verify_lock);
+	snapshot_put(old);
 }

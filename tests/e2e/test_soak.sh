@@ -30,8 +30,11 @@
 #   SOAK_SEED=S           reproduce a run's op sequence and fault order (printed at start)
 #   SOAK_ROUND_SECONDS=N  workload seconds per round (default 3)
 #   SOAK_PROCS=N          workload processes (default 2)
-#   SOAK_LINK_SPECIAL=1   also hard-link symlinks and fifos (soak.py --link-special): fails
-#                         today, a snapshot sends such links as separate inodes (open bug)
+#   SOAK_FAULTS=a,b       only these faults (names above); stop_cont alone keeps every
+#                         daemon process alive, so each has one long RSS series: the
+#                         memory run is SOAK_SECONDS=1800 SOAK_FAULTS=stop_cont
+#   SOAK_LINK_SPECIAL=0   hard-link only regular files (by default symlinks and fifos
+#                         are hard-linked too: soak.py --no-link-special)
 : "${E2E_TMPDIR:=/var/tmp}"
 SOAK_SECONDS="${SOAK_SECONDS:-45}"
 : "${E2E_TIMEOUT:=$((SOAK_SECONDS * 3 + 240))}"
@@ -57,6 +60,13 @@ M="${CL_MNT[0]}"
 mkdir -p "$M/soak" || fatal "mkdir $M/soak"
 
 FAULTS=(kill_slave stop_cont remount_slave wipe_slave restart_master crash_master)
+if [ -n "${SOAK_FAULTS:-}" ]; then
+    read -r -a want <<<"${SOAK_FAULTS//,/ }"
+    for f in "${want[@]}"; do
+        [[ " ${FAULTS[*]} " == *" $f "* ]] || fatal "SOAK_FAULTS: unknown fault '$f' (known: ${FAULTS[*]})"
+    done
+    FAULTS=("${want[@]}")
+fi
 ORDER=($("$PY" -c 'import random, sys; r = random.Random(int(sys.argv[1])); m = sys.argv[2:]
 o = []
 for _ in range(400):
@@ -105,7 +115,7 @@ while [ $SECONDS -lt $T_END ] || [ $R -eq 0 ]; do
     OUT="$WORK/soak.r$R.out"
     log "round $R: fault $F (slave $S), master lsn $(node_field 0 lsn 2>/dev/null)"
     "$PY" "$SOAK" "$M/soak" --seed "$SEED" --tag "r$R" --procs "$PROCS" --seconds "$ROUND_S" \
-        $([ "${SOAK_LINK_SPECIAL:-0}" = 1 ] && echo --link-special) \
+        $([ "${SOAK_LINK_SPECIAL:-1}" = 0 ] && echo --no-link-special) \
         > "$OUT" 2>&1 &
     W=$!
     CL_BG+=("$W")

@@ -370,12 +370,9 @@ def cmd_atomic_read(a):
             reads += 1
         except FileNotFoundError:
             pass
-        # Known open bug (issue 6): a file opened on a slave just before the master
-        # renames another over its name can be read at the new file's size (libfuse's
-        # high-level API keeps one node per name). Checked only when asked.
+        # A file opened on a slave just before the master renames another over its
+        # name must read as the file it opened (fs/held.c).
         try:
-            if os.environ.get("REPLFS_CHECK_RENAME_OVER") != "1":
-                raise FileNotFoundError
             with open(os.path.join(a.dir, "target"), "rb") as f:
                 got = f.read()
             try:

@@ -831,6 +831,23 @@ static void test_forged_paths_refused(void **state)
 	forge_entry(&f, 5, S_IFLNK | 0777, "s", "/etc");
 	forge_entry(&f, 4, 0, "h", "s/passwd");
 	assert_true(forged_install(&s, &f) < 0);
+	/* A hard link to a symlink that points outside is one more name of
+	 * the symlink, inside the tree; one to a directory is refused. */
+	forge_head(&f);
+	forge_entry(&f, 2, S_IFDIR | 0755, "", NULL);
+	forge_entry(&f, 5, S_IFLNK | 0777, "s", outside);
+	forge_entry(&f, 4, 0, "h", "s");
+	assert_int_equal(forged_install(&s, &f), 0);
+	assert_int_equal(fstatat(s.st.dirfd, "incoming/tree/h", &sb, AT_SYMLINK_NOFOLLOW), 0);
+	assert_true(S_ISLNK(sb.st_mode));
+	assert_int_equal(sb.st_nlink, 2);
+	assert_int_equal(snapshot_install_begin(&s.st, key, bind1, sizeof(bind1), &in), 0);
+	snapshot_install_abort(in);
+	forge_head(&f);
+	forge_entry(&f, 2, S_IFDIR | 0755, "", NULL);
+	forge_entry(&f, 2, S_IFDIR | 0755, "d", NULL);
+	forge_entry(&f, 4, 0, "h", "d");
+	assert_int_equal(forged_install(&s, &f), -EINVAL);
 	/* Creating through a symlink that points outside. */
 	forge_head(&f);
 	forge_entry(&f, 2, S_IFDIR | 0755, "", NULL);
@@ -1004,6 +1021,117 @@ static void test_crash_after_end(void **state)
 	node_close(&m);
 }
 
+/* ---- hard links of every type: one inode per group on the slave too ---- */
+
+static ino_t ino_of(int dirfd, const char *path, nlink_t *nlink)
+{
+	struct stat sb;
+
+	assert_int_equal(fstatat(dirfd, path, &sb, AT_SYMLINK_NOFOLLOW), 0);
+	if (nlink)
+		*nlink = sb.st_nlink;
+	return sb.st_ino;
+}
+
+/* Every name of a group is one inode with that many links in dirfd. */
+static void assert_group(int dirfd, const char *const *names, size_t k)
+{
+	nlink_t nl;
+	ino_t ino = ino_of(dirfd, names[0], &nl);
+
+	if (nl != k)
+		fail_msg("%s: %lu links, expected %zu", names[0], (unsigned long)nl, k);
+	for (size_t i = 1; i < k; i++)
+		if (ino_of(dirfd, names[i], NULL) != ino)
+			fail_msg("%s and %s are not one inode", names[0], names[i]);
+}
+
+static void test_links_of_every_type(void **state)
+{
+	char *dir = *state, *at_l, *got;
+	struct node m = { 0 }, s = { 0 };
+	struct snapshot *snap;
+	uint8_t *stream;
+	size_t len;
+	nlink_t nl;
+	static const char *const sym[] = { "ls/s1", "ls/s2", "s3" };
+	static const char *const fifo[] = { "ls/p", "ls/deep/p2", "zp", "ap" };
+	static const char *const sock[] = { "ls/sock", "sock2" };
+	static const char *const chr[] = { "ls/null", "null2" };
+	static const char *const reg[] = { "ls/f", "ls/deep/f2" };
+	static const char *const dangling[] = { "ls/dang", "ls/dang2" };
+
+	node_init(&m, dir, "m");
+	node_init(&s, dir, "s");
+	node_open(&m, 1);
+	node_open(&s, 1);
+	op_ok(&m, (struct rec){ .op = REC_MKDIR, .path = "ls", .mode = 0755 });
+	op_ok(&m, (struct rec){ .op = REC_MKDIR, .path = "ls/deep", .mode = 0700 });
+	op_ok(&m, (struct rec){ .op = REC_CREATE, .path = "ls/f", .mode = 0640 });
+	write_pattern(&m, "ls/f", 0, 5000, 1);
+	op_ok(&m, (struct rec){ .op = REC_SYMLINK, .path = "ls/s1", .path2 = "f", .uid = 5, .gid = 6 });
+	op_ok(&m, (struct rec){ .op = REC_SYMLINK, .path = "ls/dang", .path2 = "../../nowhere" });
+	op_ok(&m, (struct rec){ .op = REC_MKNOD, .path = "ls/p", .mode = S_IFIFO | 0620, .uid = 7 });
+	op_ok(&m, (struct rec){ .op = REC_MKNOD, .path = "ls/sock", .mode = S_IFSOCK | 0755 });
+	op_ok(&m, (struct rec){ .op = REC_MKNOD, .path = "ls/null", .mode = S_IFCHR | 0666,
+				.rdev = makedev(1, 3) });
+	op_ok(&m, (struct rec){ .op = REC_SETXATTR, .path = "ls/p", .name = "trusted.p", .data = "pv",
+				.data_len = 2 });
+	for (int i = 1; i < 3; i++)
+		op_ok(&m, (struct rec){ .op = REC_LINK, .path = sym[0], .path2 = sym[i] });
+	for (int i = 1; i < 4; i++)
+		op_ok(&m, (struct rec){ .op = REC_LINK, .path = fifo[0], .path2 = fifo[i] });
+	op_ok(&m, (struct rec){ .op = REC_LINK, .path = sock[0], .path2 = sock[1] });
+	op_ok(&m, (struct rec){ .op = REC_LINK, .path = chr[0], .path2 = chr[1] });
+	op_ok(&m, (struct rec){ .op = REC_LINK, .path = reg[0], .path2 = reg[1] });
+	op_ok(&m, (struct rec){ .op = REC_LINK, .path = dangling[0], .path2 = dangling[1] });
+	/* One name left of a group: a plain entry again. */
+	op_ok(&m, (struct rec){ .op = REC_SYMLINK, .path = "lone", .path2 = "x" });
+	op_ok(&m, (struct rec){ .op = REC_LINK, .path = "lone", .path2 = "lone2" });
+	op_ok(&m, (struct rec){ .op = REC_UNLINK, .path = "lone" });
+	assert_group(m.st.datafd, sym, 3);
+	assert_group(m.st.datafd, fifo, 4);
+
+	at_l = dump_tree(m.st.datafd);
+	assert_int_equal(snapshot_create(&m.st, &m.c, &snap), 0);
+	/* Symlinks and nodes are frozen in memory: no link of the snapshot's
+	 * own inflates their count. */
+	assert_int_equal(snapshot_extra_links(snap, ino_of(m.st.datafd, "ls/s1", &nl)), 0);
+	assert_int_equal(nl, 3);
+	ino_of(m.st.datafd, "ls/p", &nl);
+	assert_int_equal(nl, 4);
+	/* Names and metadata change after the freeze: the stream is as at L. */
+	op_ok(&m, (struct rec){ .op = REC_UNLINK, .path = "ls/s1" });
+	op_ok(&m, (struct rec){ .op = REC_CHOWN, .path = "s3", .uid = 9, .gid = 9 });
+	op_ok(&m, (struct rec){ .op = REC_UNLINK, .path = "zp" });
+	op_ok(&m, (struct rec){ .op = REC_CHMOD, .path = "ap", .mode = 0600 });
+	op_ok(&m, (struct rec){ .op = REC_LINK, .path = "ls/sock", .path2 = "sock3" });
+	stream = stream_all(snap, bind1, sizeof(bind1), &len);
+	snapshot_put(snap);
+	assert_int_equal(install_stream(&s, key, bind1, sizeof(bind1), stream, len, 4099, NULL, NULL), 0);
+	free(stream);
+	commit_release(&s.c);
+	s.has_commit = 0;
+	assert_int_equal(snapshot_install_swap(&s.st, s.j, NULL), 0);
+
+	/* The dump names each group by its first member and counts links. */
+	got = dump_tree(s.st.datafd);
+	assert_same_tree(at_l, got);
+	free(got);
+	assert_group(s.st.datafd, sym, 3);
+	assert_group(s.st.datafd, fifo, 4);
+	assert_group(s.st.datafd, sock, 2);
+	assert_group(s.st.datafd, chr, 2);
+	assert_group(s.st.datafd, reg, 2);
+	assert_group(s.st.datafd, dangling, 2);
+	ino_of(s.st.datafd, "lone2", &nl);
+	assert_int_equal(nl, 1);
+
+	free(at_l);
+	node_close(&m);
+	node_close(&s);
+}
+
 /* ---- a snapshot that cannot save a file fails; the master does not ---- */
 
 static void test_copy_failure_fails_snapshot_only(void **state)
@@ -1098,6 +1226,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_forged_paths_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_after_end, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_failure_fails_snapshot_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_links_of_every_type, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cleanup_stale, setup, teardown),
 	};
 	if (sodium_init() < 0)

@@ -506,7 +506,7 @@ static void test_encoding(void **state)
 	reseal(bad, len);
 	assert_int_equal(verify_manifest_decode(bad, len, &d), -EBADMSG);
 	memcpy(bad, enc, len);
-	le_put32(bad + 8, 2);
+	le_put32(bad + 8, 3);
 	reseal(bad, len);
 	assert_int_equal(verify_manifest_decode(bad, len, &d), -EPROTO);
 	memcpy(bad, enc, len);
@@ -621,6 +621,185 @@ static void test_compare(void **state)
 	assert_int_equal(verify_compare(&m, &s, &d, &n), -ESTALE);
 	verify_manifest_free(&m);
 	verify_manifest_free(&s);
+}
+
+/* ---- hard-link groups ---- */
+
+enum { L_BASE, L_REORDER, L_SPLIT_S, L_SPLIT_P, L_SPLIT_MIN, L_SPLIT_F };
+
+/* "", d, f + g (file), s1 + s2 + d/s3 (symlink), p + q (fifo). L_REORDER
+ * meets each group by another name first (another readdir order); the
+ * L_SPLIT_* ones make one name an inode of its own. */
+static uint8_t *link_stream(int v, size_t *len)
+{
+	struct stream s = { 0 };
+	const char *s_first = v == L_REORDER ? "d/s3" : "s1";
+
+	entry(&s, 2, S_IFDIR | 0755, 0, 0, 0, "", NULL, NULL, 0);
+	entry(&s, 2, S_IFDIR | 0755, 0, 0, 0, "d", NULL, NULL, 0);
+	entry(&s, 3, S_IFREG | 0644, 0, 0, 3, v == L_REORDER ? "g" : "f", NULL, NULL, 0);
+	data(&s, (const uint8_t *)"abc", 3);
+	item(&s, 9, NULL, 0);
+	if (v == L_SPLIT_F) {
+		entry(&s, 3, S_IFREG | 0644, 0, 0, 3, "g", NULL, NULL, 0);
+		data(&s, (const uint8_t *)"abc", 3);
+		item(&s, 9, NULL, 0);
+	} else {
+		entry(&s, 4, 0, 0, 0, 0, v == L_REORDER ? "f" : "g", v == L_REORDER ? "g" : "f", NULL, 0);
+	}
+	entry(&s, 5, S_IFLNK | 0777, 0, 0, 0, s_first, "t", NULL, 0);
+	const char *others[] = { "s1", "s2", "d/s3" };
+	for (int i = 0; i < 3; i++) {
+		if (!strcmp(others[i], s_first))
+			continue;
+		if ((v == L_SPLIT_S && i == 1) || (v == L_SPLIT_MIN && i == 2))
+			entry(&s, 5, S_IFLNK | 0777, 0, 0, 0, others[i], "t", NULL, 0);
+		else
+			entry(&s, 4, 0, 0, 0, 0, others[i], s_first, NULL, 0);
+	}
+	entry(&s, 6, S_IFIFO | 0640, 0, 0, 0, v == L_REORDER ? "q" : "p", NULL, NULL, 0);
+	if (v == L_SPLIT_P)
+		entry(&s, 6, S_IFIFO | 0640, 0, 0, 0, "q", NULL, NULL, 0);
+	else
+		entry(&s, 4, 0, 0, 0, 0, v == L_REORDER ? "p" : "q", v == L_REORDER ? "q" : "p", NULL, 0);
+	return stream_wrap(&s, 42, len);
+}
+
+static void link_manifest(int v, struct verify_manifest *m)
+{
+	size_t len;
+	uint8_t *buf = link_stream(v, &len);
+
+	assert_int_equal(build_split(buf, len, len, m), 0);
+	free(buf);
+}
+
+/* The diffs of comparing base with variant v: exactly the paths given, each
+ * a LINK difference, described as given. */
+static void expect_link_diffs(int v, size_t k, const char *const *paths, const char *const *lines)
+{
+	struct verify_manifest m, s;
+	struct verify_diff *d;
+	char buf[256];
+	size_t n;
+
+	link_manifest(L_BASE, &m);
+	link_manifest(v, &s);
+	assert_int_equal(verify_compare(&m, &s, &d, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		verify_diff_describe(&d[i], &m, &s, buf, sizeof(buf));
+		print_message("  variant %d: %s\n", v, buf);
+	}
+	assert_int_equal(n, k);
+	for (size_t i = 0; i < k; i++) {
+		assert_string_equal(d[i].path, paths[i]);
+		assert_int_equal(d[i].what, VERIFY_LINK);
+		assert_false(verify_diff_repairable(&d[i]));
+		assert_int_equal(verify_diff_describe(&d[i], &m, &s, buf, sizeof(buf)), 0);
+		assert_string_equal(buf, lines[i]);
+	}
+	verify_diffs_free(d, n);
+	verify_manifest_free(&m);
+	verify_manifest_free(&s);
+}
+
+static void test_link_groups(void **state)
+{
+	struct verify_manifest m, r, d;
+	const struct verify_entry *e;
+	struct verify_diff *diffs;
+	uint8_t *enc, *enc2;
+	size_t n, len, len2;
+	(void)state;
+
+	/* Every name of a group carries the group's smallest name. */
+	link_manifest(L_BASE, &m);
+	assert_int_equal(m.n, 9);
+	assert_int_equal(m.files, 1);
+	static const char *const want[][2] = { { "d/s3", "" },  { "s1", "d/s3" }, { "s2", "d/s3" },
+					       { "f", "" },     { "g", "f" },     { "p", "" },
+					       { "q", "p" },    { "d", "" } };
+	for (size_t i = 0; i < sizeof(want) / sizeof(*want); i++) {
+		e = verify_manifest_find(&m, want[i][0]);
+		assert_non_null(e);
+		assert_string_equal(e->link, want[i][1]);
+	}
+	e = verify_manifest_find(&m, "s2");
+	assert_int_equal(e->type, S_IFLNK);
+	assert_string_equal(e->target, "t");
+	e = verify_manifest_find(&m, "q");
+	assert_int_equal(e->type, S_IFIFO);
+	assert_int_equal(e->perm, 0640);
+	e = verify_manifest_find(&m, "g");
+	assert_int_equal(e->size, 3);
+
+	/* Which name the snapshot met first does not matter. */
+	link_manifest(L_REORDER, &r);
+	assert_int_equal(verify_compare(&m, &r, &diffs, &n), 0);
+	assert_int_equal(n, 0);
+	encode(&m, &enc, &len);
+	encode(&r, &enc2, &len2);
+	assert_int_equal(len, len2);
+	assert_memory_equal(enc, enc2, len);
+	free(enc2);
+	verify_manifest_free(&r);
+
+	/* A split group differs at the names that changed group. */
+	expect_link_diffs(L_SPLIT_S, 1, (const char *[]){ "s2" },
+			  (const char *[]){ "s2: hard links: smallest name of its inode \"d/s3\" vs \"s2\"" });
+	expect_link_diffs(L_SPLIT_P, 1, (const char *[]){ "q" },
+			  (const char *[]){ "q: hard links: smallest name of its inode \"p\" vs \"q\"" });
+	expect_link_diffs(L_SPLIT_F, 1, (const char *[]){ "g" },
+			  (const char *[]){ "g: hard links: smallest name of its inode \"f\" vs \"g\"" });
+	expect_link_diffs(L_SPLIT_MIN, 2, (const char *[]){ "s1", "s2" },
+			  (const char *[]){ "s1: hard links: smallest name of its inode \"d/s3\" vs \"s1\"",
+					    "s2: hard links: smallest name of its inode \"d/s3\" vs \"s1\"" });
+
+	/* The encoding keeps the groups; a link that is not a group's smallest
+	 * earlier name of the same type is refused. */
+	assert_int_equal(verify_manifest_decode(enc, len, &d), 0);
+	assert_int_equal(verify_compare(&m, &d, &diffs, &n), 0);
+	assert_int_equal(n, 0);
+	verify_manifest_free(&d);
+	free(enc);
+	struct verify_entry *p = (struct verify_entry *)verify_manifest_find(&m, "p");
+	struct verify_entry *q = (struct verify_entry *)verify_manifest_find(&m, "q");
+	struct verify_entry *s2 = (struct verify_entry *)verify_manifest_find(&m, "s2");
+	p->link = "q"; /* a later name */
+	q->link = "";
+	encode(&m, &enc, &len);
+	assert_int_equal(verify_manifest_decode(enc, len, &d), -EBADMSG);
+	free(enc);
+	p->link = "";
+	q->link = "p";
+	s2->link = "p"; /* a fifo for a symlink */
+	encode(&m, &enc, &len);
+	assert_int_equal(verify_manifest_decode(enc, len, &d), -EBADMSG);
+	free(enc);
+	s2->link = "s1"; /* a name with a link itself */
+	encode(&m, &enc, &len);
+	assert_int_equal(verify_manifest_decode(enc, len, &d), -EBADMSG);
+	free(enc);
+	s2->link = "d/s3";
+	((struct verify_entry *)verify_manifest_find(&m, "d"))->link = "";
+	verify_manifest_free(&m);
+
+	/* A HARDLINK to a directory or to another HARDLINK. */
+	struct stream st = { 0 };
+	entry(&st, 2, S_IFDIR | 0755, 0, 0, 0, "", NULL, NULL, 0);
+	entry(&st, 2, S_IFDIR | 0755, 0, 0, 0, "d", NULL, NULL, 0);
+	entry(&st, 4, 0, 0, 0, 0, "h", "d", NULL, 0);
+	enc = stream_wrap(&st, 1, &len);
+	assert_int_equal(build_bytes(enc, len), -EBADMSG);
+	free(enc);
+	memset(&st, 0, sizeof(st));
+	entry(&st, 2, S_IFDIR | 0755, 0, 0, 0, "", NULL, NULL, 0);
+	entry(&st, 6, S_IFIFO | 0644, 0, 0, 0, "p", NULL, NULL, 0);
+	entry(&st, 4, 0, 0, 0, 0, "h", "p", NULL, 0);
+	entry(&st, 4, 0, 0, 0, 0, "h2", "h", NULL, 0);
+	enc = stream_wrap(&st, 1, &len);
+	assert_int_equal(build_bytes(enc, len), -EBADMSG);
+	free(enc);
 }
 
 /* ---- real stores: the repair ---- */
@@ -924,6 +1103,96 @@ static void test_repair(void **state)
 	node_close(&s);
 }
 
+/* On real stores: a group split by hand on the slave is seen; a lost name
+ * of a group comes back as a link, not as an inode of its own. */
+static void test_link_groups_real(void **state)
+{
+	char *dir = *state, line[256];
+	struct node m = { 0 }, s = { 0 };
+	struct verify_manifest mm, ms;
+	struct verify_repair_stats st;
+	struct verify_diff *d;
+	struct stat sb, sb2;
+	size_t n;
+
+	node_open(&m, dir, "m");
+	node_open(&s, dir, "s");
+	both(&m, &s, (struct rec){ .op = REC_MKDIR, .path = "d", .mode = 0755 });
+	both(&m, &s, (struct rec){ .op = REC_SYMLINK, .path = "s", .path2 = "t" });
+	both(&m, &s, (struct rec){ .op = REC_LINK, .path = "s", .path2 = "s2" });
+	both(&m, &s, (struct rec){ .op = REC_LINK, .path = "s", .path2 = "d/s3" });
+	both(&m, &s, (struct rec){ .op = REC_MKNOD, .path = "p", .mode = S_IFIFO | 0640 });
+	both(&m, &s, (struct rec){ .op = REC_LINK, .path = "p", .path2 = "p2" });
+	both(&m, &s, (struct rec){ .op = REC_LINK, .path = "p", .path2 = "p3" });
+	both(&m, &s, (struct rec){ .op = REC_CREATE, .path = "e", .mode = 0644 });
+	both(&m, &s, (struct rec){ .op = REC_LINK, .path = "e", .path2 = "e2" });
+	both(&m, &s, (struct rec){ .op = REC_MKNOD, .path = "q", .mode = S_IFIFO | 0600 });
+	both(&m, &s, (struct rec){ .op = REC_LINK, .path = "q", .path2 = "q2" });
+	manifest_of(&m, &mm);
+	manifest_of(&s, &ms);
+	assert_int_equal(verify_compare(&mm, &ms, &d, &n), 0);
+	assert_int_equal(n, 0);
+	assert_string_equal(verify_manifest_find(&mm, "s2")->link, "d/s3");
+	assert_string_equal(verify_manifest_find(&mm, "p3")->link, "p");
+	verify_manifest_free(&ms);
+
+	/* By hand on the slave: q2 and e2 become inodes of their own (same
+	 * type, mode, owner, content), s2 is lost, and so is p, the smallest
+	 * name of its group. */
+	assert_int_equal(unlinkat(s.st.datafd, "q2", 0), 0);
+	assert_int_equal(mknodat(s.st.datafd, "q2", S_IFIFO | 0600, 0), 0);
+	assert_int_equal(fchmodat(s.st.datafd, "q2", 0600, 0), 0);
+	assert_int_equal(unlinkat(s.st.datafd, "e2", 0), 0);
+	close(openat(s.st.datafd, "e2", O_CREAT | O_WRONLY, 0644));
+	assert_int_equal(fchmodat(s.st.datafd, "e2", 0644, 0), 0);
+	assert_int_equal(unlinkat(s.st.datafd, "s2", 0), 0);
+	assert_int_equal(unlinkat(s.st.datafd, "p", 0), 0);
+	manifest_of(&s, &ms);
+	assert_int_equal(verify_compare(&mm, &ms, &d, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		verify_diff_describe(&d[i], &mm, &ms, line, sizeof(line));
+		print_message("  %s\n", line);
+	}
+	assert_int_equal(n, 6);
+	assert_int_equal(find_diff(d, n, "e2")->what, VERIFY_LINK);
+	assert_int_equal(find_diff(d, n, "q2")->what, VERIFY_LINK);
+	assert_int_equal(find_diff(d, n, "s2")->what, VERIFY_MISSING);
+	assert_int_equal(find_diff(d, n, "p")->what, VERIFY_MISSING);
+	assert_int_equal(find_diff(d, n, "p2")->what, VERIFY_LINK);
+	assert_int_equal(find_diff(d, n, "p3")->what, VERIFY_LINK);
+
+	/* The repair links the lost names back; a split cannot be undone
+	 * without changing the master. */
+	assert_int_equal(verify_repair(&m.c, d, n, &st), 0);
+	assert_int_equal(st.unrepairable, 4);
+	assert_int_equal(st.repaired, 2);
+	assert_int_equal(st.failed, 0);
+	verify_diffs_free(d, n);
+	ship(&m, &s);
+	at(&s, "p", &sb);
+	at(&s, "p3", &sb2);
+	assert_true(S_ISFIFO(sb.st_mode));
+	assert_int_equal(sb.st_ino, sb2.st_ino);
+	assert_int_equal(sb.st_nlink, 3);
+	at(&s, "s", &sb);
+	at(&s, "s2", &sb2);
+	assert_true(S_ISLNK(sb2.st_mode));
+	assert_int_equal(sb.st_ino, sb2.st_ino);
+	verify_manifest_free(&ms);
+	verify_manifest_free(&mm);
+	manifest_of(&m, &mm);
+	manifest_of(&s, &ms);
+	assert_int_equal(verify_compare(&mm, &ms, &d, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(d[0].path, "e2");
+	assert_string_equal(d[1].path, "q2");
+	verify_diffs_free(d, n);
+	verify_manifest_free(&mm);
+	verify_manifest_free(&ms);
+	node_close(&m);
+	node_close(&s);
+}
+
 static int setup(void **state)
 {
 	*state = tmpdir_make();
@@ -944,6 +1213,8 @@ int main(void)
 		cmocka_unit_test(test_encoding),
 		cmocka_unit_test(test_compare),
 		cmocka_unit_test_setup_teardown(test_repair, setup, teardown),
+		cmocka_unit_test(test_link_groups),
+		cmocka_unit_test_setup_teardown(test_link_groups_real, setup, teardown),
 	};
 	if (sodium_init() < 0)
 		return 1;
