@@ -281,6 +281,23 @@ static int names_change(int dirfd, int op, const char *from, const char *to, uns
 	return rc;
 }
 
+/* Through the mount; where the mount cannot do it (a FUSE connection gone,
+ * a refusal the cache would not make) on the cache itself, whose answer is
+ * the one every node gives. A rename either happened or did not. */
+static int names_change_mounted(int datafd, int op, const char *from, const char *to,
+				unsigned flags)
+{
+	int rc = names_change(apply_mntfd, op, from, to, flags);
+
+	if (rc < 0 && rc != -ENOENT && rc != -EEXIST && rc != -ENOTEMPTY && rc != -ENOTDIR &&
+	    rc != -EISDIR && rc != -EINVAL) {
+		log_warn("%s of %s through the mount failed (%s): applied to the cache directly",
+			 rec_op_name(op), from, strerror(-rc));
+		rc = names_change(datafd, op, from, to, flags);
+	}
+	return rc;
+}
+
 int apply_names_direct(const struct apply_ctx *ac, int op, const char *from, const char *to,
 		       unsigned flags)
 {
@@ -301,7 +318,7 @@ static int apply_remove(const struct apply_ctx *ac, const struct rec *r)
 	if (pfd < 0)
 		return pfd;
 	if (apply_mntfd >= 0 && r->op == REC_UNLINK)
-		rc = names_change(apply_mntfd, r->op, r->path, NULL, 0);
+		rc = names_change_mounted(ac->datafd, r->op, r->path, NULL, 0);
 	else if (unlinkat(pfd, name, r->op == REC_RMDIR ? AT_REMOVEDIR : 0) < 0)
 		rc = -errno;
 	if (rc == 0)
@@ -329,7 +346,7 @@ static int apply_two_names(const struct apply_ctx *ac, const struct rec *r)
 	if (r->op == REC_LINK)
 		rc = linkat(fd1, n1, fd2, n2, 0) < 0 ? -errno : 0;
 	else if (apply_mntfd >= 0)
-		rc = names_change(apply_mntfd, r->op, r->path, r->path2, r->arg);
+		rc = names_change_mounted(ac->datafd, r->op, r->path, r->path2, r->arg);
 	else
 		rc = renameat2(fd1, n1, fd2, n2, r->arg) < 0 ? -errno : 0;
 	if (rc == 0) {

@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #ifndef FUSE_SUPER_MAGIC
@@ -132,9 +133,11 @@ static int mount_root(struct fs_ctx *c)
 	fd = open(c->mountpoint, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (fstatfs(fd, &sf) < 0 || sf.f_type != FUSE_SUPER_MAGIC) {
+	/* Something else mounted over it, or a read-only mount (-o ro), where
+	 * the kernel refuses every change: the record goes the usual way. */
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != FUSE_SUPER_MAGIC || (sf.f_flags & ST_RDONLY)) {
 		close(fd);
-		return -EXDEV; /* something else is mounted over it */
+		return -EXDEV;
 	}
 	return fd;
 }
