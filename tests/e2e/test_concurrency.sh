@@ -11,8 +11,9 @@
 #     (treedump). Then the master is SIGKILLed and mounted again: crash replay gives the
 #     same tree, the logs still check out, and the slaves follow it (identical again).
 #  b. readers on slave 1 during heavy apply (repl_check.py atomic-write on the master
-#     plus a mixed load): one read of a 16-page range rewritten by ONE pwrite never shows
-#     two generations (nor an older one after a newer); a file renamed over `target`
+#     plus a mixed load): one read of a 16-page range rewritten by ONE pwrite shows whole
+#     pages, of one generation or (a read spanning an apply, counted) of two adjacent
+#     ones, never an older one after a newer; a file renamed over `target`
 #     is always one whole generation; an entry moved between two directories is never
 #     listed in both (repl_check.py atomic-read). The reader must have seen several
 #     generations and made decisive directory checks (not vacuous).
