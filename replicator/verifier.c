@@ -236,11 +236,10 @@ static int slave_job_alive(void *arg, uint64_t got)
 {
 	struct slave_job *j = arg;
 	struct repl_state *st = &j->r->state;
-	uint64_t now = time_mono_ns();
 
 	if (got > j->got) {
 		j->got = got;
-		j->sign_ns = now;
+		j->sign_ns = time_mono_ns();
 	}
 	pthread_mutex_lock(&st->lock);
 	for (int i = 0; i < st->nslaves; i++) {
@@ -250,7 +249,10 @@ static int slave_job_alive(void *arg, uint64_t got)
 			j->sign_ns = sl->verifying_mono_ns;
 	}
 	pthread_mutex_unlock(&st->lock);
-	return now - j->sign_ns < VERIFY_QUIET_NS;
+	/* Read after the signs: a FETCH that came in meanwhile is not "later
+	 * than now" (an unsigned difference would wrap). */
+	uint64_t now = time_mono_ns();
+	return now < j->sign_ns || now - j->sign_ns < VERIFY_QUIET_NS;
 }
 
 static void *slave_job_main(void *arg)
