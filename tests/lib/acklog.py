@@ -15,7 +15,8 @@ Every log lives OUTSIDE the mounts (one JSON object per line, flushed after each
   acklog.py check MNT --log LOG [--sub SUB]
       Every acknowledged operation must be visible on MNT: each path has the content
       (sha256) of its last acknowledged state, or the state of a not-yet-acknowledged
-      intent (at most one: the one in flight when the master died); no other files exist
+      intent (at most one: the one in flight when the master died; a create or an
+      overwrite cut between its open and its write leaves the file empty); no other files exist
       under MNT/SUB. Prints "acked N paths P pending K"; exit 1 listing mismatches.
 
   acklog.py creator MNT SUB --log LOG [--interval S] [--stop FILE] [--max-seconds T]
@@ -243,6 +244,10 @@ def cmd_check(a):
             allowed.setdefault(k, set()).add(v)
             if k not in acked_state:
                 allowed[k].add(None)
+            # create and overwrite are two operations (open with O_CREAT or
+            # O_TRUNC, then write): cut between them, the file is empty
+            if it["op"] in ("create", "overwrite"):
+                allowed[k].add(sha(b""))
     for k in sorted(allowed):
         got = file_sha(os.path.join(a.mnt, k))
         if got not in allowed[k]:
