@@ -344,6 +344,9 @@ static int open_cache_file(const char *path, int flags, struct fuse_file_info *f
 		return -ENOMEM;
 	char held[64];
 	int held_fd = held_find(path_rel(path), held, sizeof(held)) ? ctx()->st->stagingfd : -1;
+	/* On a slave the open and its count are one step against the apply
+	 * step: held.c decides how to apply a name change from the count. */
+	int guarded = read_begin();
 	/* Written files are opened read-write so the same fd serves the apply
 	 * step; O_APPEND is resolved by commit (offsets are logged), O_DIRECT has
 	 * no meaning for the cache copy. */
@@ -351,6 +354,7 @@ static int open_cache_file(const char *path, int flags, struct fuse_file_info *f
 		    (acc == O_RDONLY ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0) {
 		int rc = -errno;
+		read_end(guarded);
 		free(f);
 		return rc;
 	}
@@ -362,6 +366,7 @@ static int open_cache_file(const char *path, int flags, struct fuse_file_info *f
 		f->noted = 1;
 		held_open_note(st.st_ino, 1);
 	}
+	read_end(guarded);
 	f->append = !!(flags & O_APPEND);
 	fi->fh = (uintptr_t)f;
 	return 0;

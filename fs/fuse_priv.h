@@ -46,8 +46,8 @@ int links_active(void); /* any multiply-linked file seen at all? */
 
 /* held.c: open files on a slave whose names the master removes or replaces. */
 void held_open_note(ino_t ino, int delta);      /* an open (+1) or release (-1) */
-/* The slave's apply step for one record: 1 if it applied r through the mount
- * (*rc its result), 0 if the caller applies it as usual. */
+/* The slave's apply step for one record, under the apply lock or, for a
+ * name change of an open file, through the mount: 1, *rc its result. */
 int held_apply(void *arg, struct commit *cm, struct rec *r, int *rc);
 int held_internal(struct fs_ctx *c);            /* this request is that apply */
 int held_rename(struct fs_ctx *c, const char *from, const char *to, unsigned flags);

@@ -142,21 +142,49 @@ static int mount_root(struct fs_ctx *c)
 	return fd;
 }
 
+/* The usual way: under the apply lock, readers held off. */
+static int apply_locked(struct fs_ctx *c, struct commit *cm, struct rec *r)
+{
+	int rc;
+
+	if (c->apply_lock)
+		pthread_rwlock_wrlock(c->apply_lock);
+	rc = commit_op(cm, r, -1, NULL);
+	if (c->apply_lock)
+		pthread_rwlock_unlock(c->apply_lock);
+	return rc;
+}
+
 int held_apply(void *arg, struct commit *cm, struct rec *r, int *rc)
 {
 	struct fs_ctx *c = arg;
-	int via, mfd;
+	int via = 0, mfd;
 
-	if (!atomic_load(&open_total))
-		return 0;
-	if (r->op == REC_UNLINK)
-		via = name_in_use(c, r->path);
-	else if (r->op == REC_RENAME)
-		via = name_in_use(c, r->path) || name_in_use(c, r->path2);
-	else
-		return 0;
-	if (!via || (mfd = mount_root(c)) < 0)
-		return 0;
+	/* Decided under the apply lock: an open takes it for reading while it
+	 * opens and counts (fuse_ops.c), so no open comes between this look
+	 * and a direct apply. */
+	if (c->apply_lock)
+		pthread_rwlock_wrlock(c->apply_lock);
+	if (atomic_load(&open_total)) {
+		if (r->op == REC_UNLINK)
+			via = name_in_use(c, r->path);
+		else if (r->op == REC_RENAME)
+			via = name_in_use(c, r->path) || name_in_use(c, r->path2);
+	}
+	if (!via) {
+		*rc = commit_op(cm, r, -1, NULL);
+		if (c->apply_lock)
+			pthread_rwlock_unlock(c->apply_lock);
+		return 1;
+	}
+	if (c->apply_lock)
+		pthread_rwlock_unlock(c->apply_lock);
+	/* Opens after this point go through libfuse's own counts, which its
+	 * rename and unlink consult under its path locks. */
+	if ((mfd = mount_root(c)) < 0) {
+		*rc = apply_locked(c, cm, r);
+		return 1;
+	}
 	pthread_mutex_lock(&held_lock);
 	c->applying = r;
 	pthread_mutex_unlock(&held_lock);
