@@ -298,6 +298,22 @@ static int names_change_mounted(int datafd, int op, const char *from, const char
 	return rc;
 }
 
+int apply_name_move_out(const struct apply_ctx *ac, const char *from, int dirfd,
+			const char *name)
+{
+	char parent[PATH_MAX];
+	const char *n;
+	int pfd, rc;
+
+	if (!*from)
+		return -EBUSY;
+	if ((pfd = get_parent(ac, from, parent, &n)) < 0)
+		return pfd;
+	rc = renameat(pfd, n, dirfd, name) < 0 ? -errno : 0;
+	put_parent(ac, pfd);
+	return rc;
+}
+
 int apply_names_direct(const struct apply_ctx *ac, int op, const char *from, const char *to,
 		       unsigned flags)
 {

@@ -212,6 +212,10 @@ void apply_through_mount(int mntfd);
  * cache side of a change made through the mount. */
 int apply_names_direct(const struct apply_ctx *ac, int op, const char *from, const char *to,
 		       unsigned flags);
+/* Moves the cache's from (resolved like a record's path) to dirfd/name,
+ * outside the tree. */
+int apply_name_move_out(const struct apply_ctx *ac, const char *from, int dirfd,
+			const char *name);
 
 /* ======================================================================
  * Store (store.c) — a node's directory: identity, data, journal, state.

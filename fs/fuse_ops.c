@@ -777,10 +777,18 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off,
 		return -EFBIG;
 	if (fh(fi)->append)
 		r.flags |= REC_F_APPEND;
-	int writing = links_write_begin(path);
+	/* One fstat, and only once a hard link was ever seen: the write path
+	 * is hot, and a write never changes the link count. */
+	struct stat st;
+	ino_t multi = 0;
+	int writing = -1;
+	if (links_active() && fstat(fh(fi)->fd, &st) == 0 && st.st_nlink > 1) {
+		multi = st.st_ino;
+		writing = links_write_begin(path);
+	}
 	rc = commit(&r, fh(fi)->fd, NULL);
-	if (rc == 0)
-		after_change(path, fh(fi)->fd);
+	if (rc == 0 && multi)
+		links_changed(fuse_get_context()->fuse, multi, path);
 	links_write_end(writing);
 	return rc < 0 ? rc : (int)size;
 }

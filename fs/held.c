@@ -237,17 +237,7 @@ int held_rename(struct fs_ctx *c, const char *from, const char *to, unsigned fla
 	pthread_mutex_lock(&held_lock);
 	snprintf(h->name, sizeof(h->name), "held.%d.%" PRIu64, (int)getpid(), ++held_seq);
 	pthread_mutex_unlock(&held_lock);
-	int pfd;
-	char parent[PATH_MAX];
-	const char *name = path_split(from, parent, sizeof(parent));
-	pfd = parent[0] ? apply_open_beneath(&ac, parent, O_RDONLY | O_DIRECTORY) : ac.datafd;
-	if (pfd < 0) {
-		rc = pfd;
-	} else {
-		rc = renameat(pfd, name, c->st->stagingfd, h->name) < 0 ? -errno : 0;
-		if (pfd != ac.datafd)
-			close(pfd);
-	}
+	rc = apply_name_move_out(&ac, from, c->st->stagingfd, h->name);
 	if (rc < 0) {
 		free(h->path);
 		free(h);
